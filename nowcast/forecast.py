@@ -28,7 +28,9 @@ class Forecaster(Protocol):
         forecast for lead times ``1 .. n_steps`` frames after the last input frame.
     """
 
-    def predict(self, inputs: torch.Tensor, n_steps: int) -> torch.Tensor:  # pragma: no cover
+    def predict(
+        self, inputs: torch.Tensor, n_steps: int
+    ) -> torch.Tensor:  # pragma: no cover
         ...
 
 

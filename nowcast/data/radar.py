@@ -200,8 +200,7 @@ def validate_radar(
         if np.any(steps == np.timedelta64(0)):
             dup = times[1:][steps == np.timedelta64(0)][0]
             raise ValueError(
-                f"duplicate time {dup}; drop duplicates with "
-                "ds.drop_duplicates('time')"
+                f"duplicate time {dup}; drop duplicates with ds.drop_duplicates('time')"
             )
         if np.any(steps < np.timedelta64(0)):
             bad = int(np.argmax(steps < np.timedelta64(0)))
@@ -365,7 +364,9 @@ def open_radar(
                 combine_attrs="override",
             )
     except (OSError, ValueError) as err:
-        raise OSError(f"could not open radar file(s) {[str(p) for p in paths]}: {err}") from err
+        raise OSError(
+            f"could not open radar file(s) {[str(p) for p in paths]}: {err}"
+        ) from err
     if len(paths) > 1:
         ds = ds.sortby("time")
     if chunk_time is None:

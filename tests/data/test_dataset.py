@@ -1,0 +1,67 @@
+"""Tests of the window datasets over a processed file (nowcast/data/dataset.py)."""
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from nowcast.data.dataset import RadarWindowDataset, radar_datasets
+from nowcast.data.radar import make_radar_dataset, write_radar
+
+
+@pytest.fixture()
+def processed(tmp_path):
+    """Two 240-frame days of normalised 8x8 frames; frame k holds the value k / 1000."""
+    step = np.timedelta64(6, "m")
+    times = np.concatenate(
+        [np.datetime64(f"2013-07-0{d}T00:00") + np.arange(240) * step for d in (1, 3)]
+    )
+    values = np.broadcast_to(
+        (np.arange(times.size, dtype=np.float32) / 1000)[:, None, None], (times.size, 8, 8)
+    ).copy()
+    ds = make_radar_dataset(values, times, "1")
+    mask = np.zeros((8, 8), np.uint8)
+    mask[0, :] = 1
+    ds["noise_mask"] = (("y", "x"), mask)
+    ds.attrs.update(zmin=-10.0, zmax=60.0, source_units="dBZ")
+    return write_radar(ds, tmp_path / "processed.nc", allow_nan=False)
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_items_are_the_right_frames(processed, in_memory):
+    ds = RadarWindowDataset(processed, np.array([0, 7]), 5, 15, in_memory=in_memory)
+    x, y = ds[1]
+    assert x.shape == (5, 1, 8, 8) and y.shape == (15, 1, 8, 8)
+    assert x.dtype == torch.float32
+    # frame k holds k / 1000: window 1 starts at frame 7
+    np.testing.assert_allclose(x[:, 0, 0, 0].numpy(), np.arange(7, 12) / 1000, rtol=1e-6)
+    np.testing.assert_allclose(y[:, 0, 0, 0].numpy(), np.arange(12, 27) / 1000, rtol=1e-6)
+    assert ds.valid_mask.dtype == torch.bool and not ds.valid_mask[0].any()
+    assert ds.valid_mask[1:].all()
+    assert (ds.zmin, ds.zmax) == (-10.0, 60.0)
+    with pytest.raises(IndexError):
+        ds[2]
+
+
+def test_radar_datasets_counts_and_loader_with_workers(processed):
+    splits = radar_datasets(processed, input_len=5, output_len=15, in_memory=False)
+    # 2 days x (4, 1, 1) blocks x 21 windows per block
+    assert {k: len(v) for k, v in splits.items()} == {"train": 168, "val": 42, "test": 42}
+    loader = DataLoader(splits["train"], batch_size=16, num_workers=2)
+    x, y = next(iter(loader))
+    assert x.shape == (16, 5, 1, 8, 8) and y.shape == (16, 15, 1, 8, 8)
+    # consecutive frames inside every window (no window across the day gap)
+    d = torch.diff(torch.cat([x, y], 1)[:, :, 0, 0, 0], dim=1)
+    torch.testing.assert_close(d, torch.full_like(d, 1e-3), atol=1e-6, rtol=0)
+
+
+def test_missing_and_unprocessed_files_are_explained(tmp_path, processed):
+    with pytest.raises(FileNotFoundError, match="scripts/preprocess.py"):
+        radar_datasets(tmp_path / "absent.nc")
+    raw = make_radar_dataset(np.zeros((40, 4, 4), np.float32), np.datetime64("2020-01-01")
+                             + np.arange(40) * np.timedelta64(6, "m"), "dBZ")
+    path = write_radar(raw, tmp_path / "raw.nc")
+    with pytest.raises(ValueError, match="units 'dBZ'.*preprocess"):
+        radar_datasets(path, input_len=5, output_len=15)
+    with pytest.raises(ValueError, match="exceeds block_len"):
+        radar_datasets(processed, input_len=30, output_len=15)
