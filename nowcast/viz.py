@@ -894,7 +894,7 @@ def plot_flow(
         # angles/scale_units "xy": arrows live in data coordinates, so with the image's
         # downward y axis a positive v points down, as the echo moves.
         scale = vmax / (0.9 * step) if vmax > 0 else 1.0
-        q = ax.quiver(
+        ax.quiver(
             xx,
             yy,
             u,
