@@ -42,6 +42,7 @@ __all__ = [
     "ConvGRUCell",
     "CELLS",
     "get_cell",
+    "lstm_update",
     "LSTMState",
     "CellState",
 ]
@@ -111,6 +112,43 @@ def _check_step_input(
             f"x {tuple(x.shape)} and hidden state {tuple(h.shape)} must share batch "
             "size and frame size"
         )
+
+
+def lstm_update(
+    gates: Tensor,
+    c: Tensor,
+    w_ci: Tensor | None = None,
+    w_cf: Tensor | None = None,
+    w_co: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The LSTM state update of Shi et al. (2015), eq. (3), from gate pre-activations.
+
+    Parameters
+    ----------
+    gates : torch.Tensor
+        ``(B, 4 C_hid, ...)``: the summed input-to-state and state-to-state terms plus
+        biases of the gates ``i, f, c~, o``, in that order along dim 1.
+    c : torch.Tensor
+        Previous cell state ``C_{t-1}``, ``(B, C_hid, ...)``.
+    w_ci, w_cf, w_co : torch.Tensor, optional
+        Peephole weights broadcastable to ``c`` (``None``: no peepholes).
+
+    Returns
+    -------
+    h, c : torch.Tensor
+        ``H_t`` and ``C_t``, each shaped like ``c``. Shared by :class:`ConvLSTMCell`
+        and the fully connected LSTM of :mod:`nowcast.models.fc_lstm`.
+    """
+    i, f, g, o = gates.chunk(4, dim=1)
+    if w_ci is not None:
+        i = i + w_ci * c
+    if w_cf is not None:
+        f = f + w_cf * c
+    c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    if w_co is not None:
+        o = o + w_co * c_next
+    h_next = torch.sigmoid(o) * torch.tanh(c_next)
+    return h_next, c_next
 
 
 class _ConvCellBase(nn.Module):
@@ -274,14 +312,7 @@ class ConvLSTMCell(_ConvCellBase):
             if x_gates is None:
                 x_gates = self.input_conv(x)
             gates = x_gates + self.conv(h)
-        i, f, g, o = gates.chunk(4, dim=1)
-        if self.peephole:
-            i = i + self.w_ci * c
-            f = f + self.w_cf * c
-        c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        if self.peephole:
-            o = o + self.w_co * c_next
-        h_next = torch.sigmoid(o) * torch.tanh(c_next)
+        h_next, c_next = lstm_update(gates, c, self.w_ci, self.w_cf, self.w_co)
         return h_next, (h_next, c_next)
 
     def forward(

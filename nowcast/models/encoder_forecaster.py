@@ -1,0 +1,161 @@
+"""The encoding-forecasting ConvLSTM network of Shi et al. (2015), section 3.2.
+
+Frames are folded into patches (``p x p`` pixels -> ``C p^2`` channels) inside the
+model. An encoding stack reads the input frames; a forecasting stack with the same
+layer sizes starts from the encoder's final states (``H`` and ``C`` of every layer,
+copied) and receives no frames; at every forecast step the hidden states of all
+forecasting layers are concatenated and mapped by a 1x1 convolution to the ``C p^2``
+patch channels, which are un-patchified to frames.
+
+The forecaster's first layer has no input-to-state weights (it has no input), so the
+parameter counts equal the published ones exactly (Table 1; see
+``tests/models/test_param_counts.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from nowcast.data.preprocess import patchify, unpatchify
+from nowcast.forecast import check_n_steps, check_sequence
+from nowcast.models.convrnn import ConvRNN, KernelArg, RNNState
+
+__all__ = ["EncoderForecaster"]
+
+
+class EncoderForecaster(nn.Module):
+    """Encoder-forecaster of ConvLSTM (or ConvGRU) layers; a ``Forecaster``.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input frames (1 for radar reflectivity / Moving MNIST).
+    patch_size : int
+        Patch size ``p``; frame height and width must be multiples of it (the paper:
+        4 for 64x64 Moving MNIST, 2 for 100x100 radar).
+    hidden_channels : int or list of int
+        Hidden channels per layer, shared by encoder and forecaster (the paper: 256,
+        [128, 128], [128, 64, 64] on Moving MNIST; [64, 64] on radar).
+    input_kernel_size : int or list
+        Input-to-state kernel per layer (odd).
+    state_kernel_size : int or list
+        State-to-state kernel per layer (odd); "ConvLSTM(9x9)-1x1" is 9 / 1.
+    cell : {"lstm", "gru"}
+        Recurrent cell, see :func:`nowcast.models.cells.get_cell`.
+    peephole : bool
+        ConvLSTM peephole weights (one per channel); ignored for ConvGRU, which has
+        no cell state.
+    bias : bool
+        Gate biases.
+    forget_bias : float
+        Initial ConvLSTM forget-gate bias.
+
+    Notes
+    -----
+    :meth:`forward` returns *logits* (train with ``BCEWithLogitsLoss``, the paper's
+    per-pixel cross-entropy, or apply ``sigmoid`` before an MSE); :meth:`predict`
+    returns probabilities / intensities in [0, 1].
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        patch_size: int = 2,
+        hidden_channels: int | Sequence[int] = (64, 64),
+        input_kernel_size: KernelArg = 3,
+        state_kernel_size: KernelArg = 3,
+        cell: str = "lstm",
+        peephole: bool = True,
+        bias: bool = True,
+        forget_bias: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        if not isinstance(patch_size, int) or patch_size < 1:
+            raise ValueError(f"patch_size must be a positive int, got {patch_size!r}")
+        if not isinstance(hidden_channels, int):
+            hidden_channels = [int(h) for h in hidden_channels]  # hydra ListConfig
+        if isinstance(input_kernel_size, Sequence) and not isinstance(
+            input_kernel_size, tuple
+        ):
+            input_kernel_size = list(input_kernel_size)
+        if isinstance(state_kernel_size, Sequence) and not isinstance(
+            state_kernel_size, tuple
+        ):
+            state_kernel_size = list(state_kernel_size)
+        self.in_channels = in_channels
+        self.patch_size = patch_size
+        self.cell = cell
+        patch_channels = in_channels * patch_size * patch_size
+        common = dict(
+            cell=cell,
+            hidden_channels=hidden_channels,
+            kernel_size=input_kernel_size,
+            state_kernel_size=state_kernel_size,
+            bias=bias,
+            peephole=peephole,
+            forget_bias=forget_bias,
+        )
+        self.encoder = ConvRNN(in_channels=patch_channels, **common)
+        self.forecaster = ConvRNN(in_channels=0, return_all_layers=True, **common)
+        self.hidden_channels = self.encoder.hidden_channels
+        self.output = nn.Conv2d(sum(self.hidden_channels), patch_channels, 1)
+
+    def encode(self, patches: Tensor, state: RNNState | None = None) -> RNNState:
+        """Run the encoder over patch frames ``(B, T, C p^2, H/p, W/p)``; return the
+        final state of every layer (the forecaster's initial state)."""
+        _, state = self.encoder(patches, state)
+        return state
+
+    def forecast(self, state: RNNState, n_steps: int) -> Tensor:
+        """Unroll the forecaster from ``state`` for ``n_steps``; return patch-space
+        logits ``(B, n_steps, C p^2, H/p, W/p)``."""
+        outputs, _ = self.forecaster(None, state, n_steps)
+        hidden = torch.cat(outputs, dim=2)  # (B, n, sum(hidden), h, w)
+        logits = self.output(hidden.flatten(0, 1))  # 1x1 conv, all steps at once
+        return logits.unflatten(0, hidden.shape[:2])
+
+    def forward(self, inputs: Tensor, n_steps: int) -> Tensor:
+        """Forecast logits.
+
+        Parameters
+        ----------
+        inputs : torch.Tensor
+            ``(B, T_in, C, H, W)`` float in [0, 1]; ``H`` and ``W`` multiples of
+            ``patch_size``.
+        n_steps : int
+            Number of frames to forecast (may differ from the training length).
+
+        Returns
+        -------
+        torch.Tensor
+            Pre-sigmoid logits ``(B, n_steps, C, H, W)``.
+        """
+        check_sequence(inputs, "inputs")
+        n_steps = check_n_steps(n_steps)
+        if inputs.shape[2] != self.in_channels:
+            raise ValueError(
+                f"inputs must have {self.in_channels} channel(s), i.e. (B, T, "
+                f"{self.in_channels}, H, W), got {tuple(inputs.shape)}"
+            )
+        patches = patchify(inputs, self.patch_size)
+        logits = self.forecast(self.encode(patches), n_steps)
+        return unpatchify(logits, self.patch_size)
+
+    @torch.no_grad()
+    def predict(self, inputs: Tensor, n_steps: int) -> Tensor:
+        """Forecast ``(B, n_steps, C, H, W)`` in [0, 1] (``Forecaster`` protocol).
+
+        Runs in eval mode without gradients; the module's train/eval mode is restored
+        afterwards.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return torch.sigmoid(self.forward(inputs, n_steps))
+        finally:
+            self.train(was_training)
