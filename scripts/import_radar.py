@@ -1,0 +1,51 @@
+"""Convert a real radar archive to the nowcast radar convention.
+
+Usage::
+
+    python scripts/import_radar.py preset=fmi \
+        input='/work/shared/data/radar/fmi-finland-5min/*.pgm.gz' output=fmi.nc
+    python scripts/import_radar.py preset=bom \
+        input=/work/shared/data/radar/bom-melbourne-6min output=bom.nc batch_size=20
+
+The work is done by :func:`nowcast.data.importers.import_archive`; this script only
+reads the hydra config ``configs/importer/import_radar.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from nowcast.data.importers import import_archive
+
+
+def run(cfg: DictConfig) -> list[Path]:
+    """Import ``cfg.input`` with preset ``cfg.preset`` into ``cfg.output``."""
+    options = cfg.get("options")
+    options = OmegaConf.to_container(options, resolve=True) if options else {}
+    written = import_archive(
+        str(cfg.input),
+        str(cfg.preset),
+        str(cfg.output),
+        batch_size=cfg.get("batch_size"),
+        progress=bool(cfg.get("progress", True)),
+        **options,  # type: ignore[arg-type]
+    )
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+@hydra.main(
+    version_base=None,
+    config_path="../configs/importer",
+    config_name="import_radar",
+)
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
