@@ -1,0 +1,339 @@
+"""Dense optical flow between radar frames, behind a small registry of methods.
+
+ROVER ("Real-time Optical flow by Variational methods for Echoes of Radar", the Hong
+Kong Observatory's operational nowcast used as baseline by Shi et al. 2015) estimates a
+dense motion field with a variational, multigrid optical-flow method. This module offers
+OpenCV methods in that spirit:
+
+* ``"dis"`` (default, the ROVER-like variational method): coarse-to-fine Dense Inverse
+  Search (Kroeger et al. 2016), each pyramid level refined by OpenCV's variational
+  refinement (a data term with brightness and gradient constancy plus a smoothness
+  term, the energy of Brox et al. 2004), i.e. a variational multigrid flow;
+* ``"dis_fast"``: DIS with the ultrafast preset and no variational refinement (fast);
+* ``"farneback"``: Farneback's polynomial-expansion flow (Farneback 2003).
+
+``cv2.optflow`` (TV-L1, DeepFlow) is not part of ``opencv-python-headless``, so it is
+not offered. Add a method with :func:`register_method`.
+
+Conventions. Flow is in **pixels per time step** (per frame interval), shape
+``(B, 2, H, W)``: channel 0 is ``u``, the displacement along x (columns, positive to
+the right), channel 1 is ``v``, along y (rows, positive downwards); a feature at
+``(x, y)`` in frame ``t`` is at ``(x + u, y + v)`` in frame ``t + 1``. Frames are
+quantised to 8 bits (``round(255 P)``) for OpenCV; the flow is computed on the CPU
+and returned on the frames' device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = [
+    "estimate_flow",
+    "get_method",
+    "register_method",
+    "available_methods",
+    "TEMPORAL_MODES",
+]
+
+#: How the flows of the consecutive input pairs are combined (see :func:`estimate_flow`).
+TEMPORAL_MODES = ("last", "chain", "mean")
+
+# A flow method maps (prev uint8 (H, W), next uint8 (H, W), **params) -> flow (H, W, 2)
+# float32 in pixels per step. Initial flows are handled by estimate_flow (pre-warping).
+FlowMethod = Callable[..., np.ndarray]
+_METHODS: dict[str, FlowMethod] = {}
+
+_DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+
+def register_method(name: str) -> Callable[[FlowMethod], FlowMethod]:
+    """Decorator adding a flow method to the registry under ``name``."""
+
+    def deco(fn: FlowMethod) -> FlowMethod:
+        _METHODS[name] = fn
+        return fn
+
+    return deco
+
+
+def available_methods() -> list[str]:
+    """Names accepted by :func:`get_method` and :func:`estimate_flow`."""
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> FlowMethod:
+    """Return the flow method registered as ``name``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is unknown; the message lists the available names.
+    """
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown optical-flow method {name!r}; available: {available_methods()}"
+        ) from None
+
+
+@lru_cache(maxsize=32)
+def _dis(
+    preset: str,
+    finest_scale: int | None,
+    patch_size: int | None,
+    patch_stride: int | None,
+    grad_descent_iterations: int | None,
+    variational_refinement_iterations: int | None,
+    alpha: float | None,
+    delta: float | None,
+    gamma: float | None,
+) -> cv2.DISOpticalFlow:
+    if preset not in _DIS_PRESETS:
+        raise ValueError(
+            f"DIS preset must be one of {list(_DIS_PRESETS)}, got {preset!r}"
+        )
+    dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[preset])
+    setters = (
+        (finest_scale, dis.setFinestScale),
+        (patch_size, dis.setPatchSize),
+        (patch_stride, dis.setPatchStride),
+        (grad_descent_iterations, dis.setGradientDescentIterations),
+        (variational_refinement_iterations, dis.setVariationalRefinementIterations),
+        (alpha, dis.setVariationalRefinementAlpha),
+        (delta, dis.setVariationalRefinementDelta),
+        (gamma, dis.setVariationalRefinementGamma),
+    )
+    for value, setter in setters:
+        if value is not None:
+            setter(value)
+    return dis
+
+
+def _auto_finest_scale(shape: tuple[int, ...], target: int = 128) -> int:
+    """Smallest pyramid level whose larger side is <= ``target`` pixels."""
+    return max(0, math.ceil(math.log2(max(shape) / target)))
+
+
+@register_method("dis")
+def dis_variational(
+    prev: np.ndarray,
+    nxt: np.ndarray,
+    *,
+    preset: str = "medium",
+    finest_scale: int | str | None = "auto",
+    patch_size: int | None = 8,
+    patch_stride: int | None = 3,
+    grad_descent_iterations: int | None = 25,
+    variational_refinement_iterations: int | None = 10,
+    alpha: float | None = 20.0,
+    delta: float | None = 5.0,
+    gamma: float | None = 10.0,
+) -> np.ndarray:
+    """DIS + variational refinement at every scale (the ROVER-like method).
+
+    Parameters
+    ----------
+    prev, nxt : numpy.ndarray of uint8, shape (H, W)
+        Consecutive frames.
+    preset : {"ultrafast", "fast", "medium"}
+        OpenCV's DIS preset, then overridden by the explicit parameters below.
+    finest_scale : int or "auto"
+        Finest pyramid level computed (0 = full resolution, ``s``: 1 / 2**s of it,
+        then upsampled). ``"auto"`` picks the smallest ``s`` with
+        ``max(H, W) / 2**s <= 128``: radar motion is smooth, and at 480x480 the flow
+        at 1/4 resolution is both about 10x faster and more accurate than at full
+        resolution on the synthetic tests.
+    patch_size, patch_stride : int
+        Size and stride (pixels) of the patches matched by inverse search.
+    grad_descent_iterations : int
+        Gradient-descent iterations of each patch match.
+    variational_refinement_iterations : int
+        Fixed-point iterations of the variational refinement at each level (0: off).
+    alpha, delta, gamma : float
+        Weights of the smoothness, brightness-constancy and gradient-constancy terms of
+        the variational energy.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (H, W, 2)
+        Flow ``(u, v)`` in pixels per step.
+    """
+    if finest_scale == "auto":
+        finest_scale = _auto_finest_scale(prev.shape)
+    dis = _dis(
+        preset,
+        finest_scale,
+        patch_size,
+        patch_stride,
+        grad_descent_iterations,
+        variational_refinement_iterations,
+        alpha,
+        delta,
+        gamma,
+    )
+    return dis.calc(prev, nxt, None)
+
+
+@register_method("dis_fast")
+def dis_fast(
+    prev: np.ndarray,
+    nxt: np.ndarray,
+    *,
+    preset: str = "ultrafast",
+    finest_scale: int | None = None,
+    patch_size: int | None = None,
+    patch_stride: int | None = None,
+    grad_descent_iterations: int | None = None,
+    variational_refinement_iterations: int | None = 0,
+) -> np.ndarray:
+    """DIS with OpenCV's ultrafast preset and no variational refinement (fast).
+
+    Same inputs and output as :func:`dis_variational`; parameters left ``None`` keep
+    the preset's values.
+    """
+    dis = _dis(
+        preset,
+        finest_scale,
+        patch_size,
+        patch_stride,
+        grad_descent_iterations,
+        variational_refinement_iterations,
+        None,
+        None,
+        None,
+    )
+    return dis.calc(prev, nxt, None)
+
+
+@register_method("farneback")
+def farneback(
+    prev: np.ndarray,
+    nxt: np.ndarray,
+    *,
+    pyr_scale: float = 0.5,
+    levels: int = 4,
+    winsize: int = 15,
+    iterations: int = 3,
+    poly_n: int = 5,
+    poly_sigma: float = 1.1,
+    gaussian: bool = True,
+) -> np.ndarray:
+    """Farneback polynomial-expansion flow (``cv2.calcOpticalFlowFarneback``).
+
+    Same inputs and output as :func:`dis_variational`; the parameters are OpenCV's
+    (``winsize`` is the averaging window in pixels, ``levels`` the pyramid depth).
+    """
+    flags = cv2.OPTFLOW_FARNEBACK_GAUSSIAN if gaussian else 0
+    return cv2.calcOpticalFlowFarneback(
+        prev,
+        nxt,
+        None,
+        pyr_scale,
+        levels,
+        winsize,
+        iterations,
+        poly_n,
+        poly_sigma,
+        flags,
+    )
+
+
+def _to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(B, T, H, W) or (B, T, C, H, W) grey levels in [0, 1] -> uint8 (B, T, H, W)."""
+    x = frames if isinstance(frames, torch.Tensor) else torch.as_tensor(frames)
+    if x.ndim == 5:
+        x = x.mean(dim=2) if x.shape[2] > 1 else x[:, :, 0]
+    elif x.ndim != 4:
+        raise ValueError(
+            f"frames must be (B, T, H, W) or (B, T, C, H, W), got shape {tuple(x.shape)}"
+        )
+    if x.shape[1] < 2:
+        raise ValueError(
+            f"flow needs at least 2 frames along axis 1, got shape {tuple(x.shape)}"
+        )
+    if x.dtype == torch.uint8:
+        return np.ascontiguousarray(x.cpu().numpy())
+    x = (x.detach().float() * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+    return np.ascontiguousarray(x.cpu().numpy())
+
+
+def estimate_flow(
+    frames: torch.Tensor | np.ndarray,
+    method: str = "dis",
+    temporal: str = "last",
+    **params: object,
+) -> torch.Tensor:
+    """Dense motion of the latest radar frames, in pixels per time step.
+
+    Parameters
+    ----------
+    frames : torch.Tensor or numpy.ndarray, shape (B, T, H, W) or (B, T, C, H, W)
+        Consecutive frames (oldest first), grey levels in [0, 1] (float) or uint8 in
+        [0, 255]; several channels are averaged. ``T >= 2``.
+    method : str
+        Registered flow method (:func:`available_methods`): ``"dis"`` (variational,
+        default), ``"dis_fast"``, ``"farneback"``.
+    temporal : {"last", "chain", "mean"}
+        How the ``T - 1`` consecutive pairs are used:
+
+        * ``"last"``: the last pair only, from a zero initial flow (ROVER1);
+        * ``"chain"``: every pair in time order, each initialised with the previous
+          pair's flow; the last pair's flow is returned (ROVER2). The initial guess
+          ``F0`` is applied by pre-warping: the earlier frame is advected by ``F0``,
+          the method estimates the residual ``R`` against the later frame, and the
+          flow is ``F0 + R`` (valid for smooth ``F0``), so any method accepts it;
+        * ``"mean"``: as ``"chain"``, then the mean of all pairs' flows, a temporally
+          smoothed motion (ROVER3).
+    **params
+        Keyword parameters of the method (see its docstring, e.g. :func:`dis_variational`).
+
+    Returns
+    -------
+    torch.Tensor, float32, shape (B, 2, H, W)
+        Flow ``(u, v)``: channel 0 along x (columns, positive right), channel 1 along y
+        (rows, positive down), in pixels per frame interval, on ``frames``' device
+        (computed on the CPU by OpenCV).
+    """
+    fn = get_method(method)
+    if temporal not in TEMPORAL_MODES:
+        raise ValueError(f"temporal must be one of {TEMPORAL_MODES}, got {temporal!r}")
+    device = frames.device if isinstance(frames, torch.Tensor) else torch.device("cpu")
+    u8 = _to_uint8(frames)
+    b, t, h, w = u8.shape
+    pairs = (
+        [(t - 2, t - 1)] if temporal == "last" else [(i, i + 1) for i in range(t - 1)]
+    )
+    out = np.empty((b, h, w, 2), dtype=np.float32)
+    grid = None
+    for i in range(b):
+        flow, total = None, None
+        for j0, j1 in pairs:
+            prev = u8[i, j0]
+            if flow is not None:  # initial guess: pre-warp, then estimate the residual
+                if grid is None:
+                    grid = np.mgrid[0:h, 0:w][::-1].astype(np.float32)  # (x, y)
+                prev = cv2.remap(
+                    prev,
+                    grid[0] - flow[..., 0],
+                    grid[1] - flow[..., 1],
+                    cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_CONSTANT,
+                    borderValue=0,
+                )
+                flow = flow + fn(prev, u8[i, j1], **params)
+            else:
+                flow = fn(prev, u8[i, j1], **params)
+            total = flow.copy() if total is None else total + flow
+        out[i] = total / len(pairs) if temporal == "mean" else flow
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().to(device)
