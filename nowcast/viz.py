@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import rcParams
 from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import BoundaryNorm, LinearSegmentedColormap, ListedColormap
@@ -406,22 +407,26 @@ def plot_sequence(
     if not rows:
         raise ValueError("nothing to plot: inputs, truth and forecasts are all empty")
 
+    def where(label: str) -> str:
+        return label if label in ("inputs", "truth") else f"forecasts[{label!r}]"
+
     hw = rows[0][1].shape[1:]
-    out_len = None
+    first_out = None
     for label, a, is_input in rows:
         if a.shape[1:] != hw:
             raise ValueError(
-                f"all frames must share one size: {label} is {a.shape[1:]} but "
-                f"{rows[0][0]} is {hw} (H, W)"
+                f"all frames must share one size (H, W): {where(label)} is "
+                f"{a.shape[1:]} but {where(rows[0][0])} is {hw}"
             )
-        if not is_input:
-            if out_len is None:
-                out_len = a.shape[0]
-            elif a.shape[0] != out_len:
-                raise ValueError(
-                    f"{label} has {a.shape[0]} frames but the truth/first forecast has "
-                    f"{out_len}; every forecast row must cover the same lead times"
-                )
+        if is_input:
+            continue
+        if first_out is None:
+            first_out = (label, a.shape[0])
+        elif a.shape[0] != first_out[1]:
+            raise ValueError(
+                f"{where(label)} has {a.shape[0]} frames but {where(first_out[0])} "
+                f"has {first_out[1]}; every forecast-time row must cover the same leads"
+            )
     m = _mask(mask, hw)
 
     picks = [_pick(a.shape[0], max_frames) for _, a, _ in rows]
@@ -521,18 +526,21 @@ def animate(
         raise ValueError("fmt='gif' writes a file: pass path='forecast.gif'")
     frame_minutes = _check_frame_minutes(frame_minutes)
     _scale(units)
-    panels: list[tuple[str, np.ndarray]] = []
+    panels: list[tuple[str, np.ndarray]] = []  # (title, frames)
+    where: list[str] = []  # how the caller named each panel, for error messages
     if truth is not None:
         panels.append(("truth", _frames(truth, "truth")))
+        where.append("truth")
     for name, fc in (forecasts or {}).items():
-        panels.append((str(name), _frames(fc, f"forecasts[{name!r}]")))
+        where.append(f"forecasts[{name!r}]")
+        panels.append((str(name), _frames(fc, where[-1])))
     if not panels:
         raise ValueError("nothing to animate: truth is None and forecasts is empty")
     shape = panels[0][1].shape
-    for label, a in panels:
+    for (_, a), desc in zip(panels, where, strict=True):
         if a.shape != shape:
             raise ValueError(
-                f"{label} has shape {a.shape} (T, H, W) but {panels[0][0]} has {shape}; "
+                f"{desc} has shape {a.shape} (T, H, W) but {where[0]} has {shape}; "
                 "all panels must cover the same lead times and grid"
             )
     data = [_physical(a, to_physical, label) for label, a in panels]
@@ -746,7 +754,7 @@ def plot_metrics_by_lead_time(
     for ax in grid[n_panels:]:
         fig.delaxes(ax)
 
-    cycle = [c["color"] for c in _prop_cycle()]
+    cycle = [c["color"] for c in rcParams["axes.prop_cycle"]]
     colour = {n: cycle[i % len(cycle)] for i, n in enumerate(names)}
     for r in reference or {}:
         if str(r) not in colour:
@@ -787,12 +795,6 @@ def plot_metrics_by_lead_time(
                 labels.append(lb)
     fig.legend(handles, labels, loc="outside right upper", fontsize="small")
     return fig
-
-
-def _prop_cycle() -> list[dict[str, Any]]:
-    from matplotlib import rcParams
-
-    return list(rcParams["axes.prop_cycle"])
 
 
 # ---------------------------------------------------------------------------------
