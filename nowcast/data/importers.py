@@ -800,7 +800,16 @@ pattern, units, keep_variables
     all_times = all_times[order]
     frame_files = [files[owners[i]] for i in order]
     _check_duplicates(all_times, frame_files)
-    stack = np.concatenate(frames, axis=0)[order]
+    # fill the sorted stack file by file, freeing each file's frames once copied, so
+    # the peak memory stays near one copy of the archive
+    stack = np.empty((all_times.size, *frames[0].shape[1:]), dtype=np.float32)
+    position = np.empty(all_times.size, dtype=np.intp)
+    position[order] = np.arange(all_times.size)
+    start = 0
+    for j, block in enumerate(frames):
+        stack[position[start : start + len(block)]] = block
+        start += len(block)
+        frames[j] = np.empty((0, 0, 0), dtype=np.float32)
     del frames
 
     attrs = dict(grid["attrs"])
@@ -1032,19 +1041,13 @@ def import_archive(
         The written files.
     """
     p = get_preset(preset) if isinstance(preset, str) else preset
-    if isinstance(p, ImagePreset):
-        keys = ("pattern", "gain", "offset", "nodata", "units", "shape")
-        reader = read_image_frames
-    elif isinstance(p, NetCDFPreset):
-        keys = tuple(f.name for f in fields(NetCDFPreset) if f.name not in _FIXED)
-        reader = read_netcdf_frames
-    else:
+    if not isinstance(p, (ImagePreset, NetCDFPreset)):
         raise TypeError(
             f"preset must be a name or an ImagePreset/NetCDFPreset, got {preset!r}"
         )
-    res_opts = {k: options[k] for k in keys if k in options}
-    p = resolve_preset(p, type(p), **res_opts)
-    read_opts = {k: v for k, v in options.items() if k not in res_opts}
+    reader = read_image_frames if isinstance(p, ImagePreset) else read_netcdf_frames
+    read_opts = {k: options.pop(k) for k in ("name",) if k in options}
+    p = resolve_preset(p, type(p), **options)
     files = expand_paths(paths, p.glob)
     output = Path(output)
     if batch_size is None:
@@ -1065,8 +1068,6 @@ def import_archive(
         del ds
     return written
 
-
-_FIXED = ("name", "glob", "attrs")
 
 # ------------------------------------------------------------------------ registry
 register_preset(
