@@ -1,0 +1,24 @@
+"""Training: the BPTT loop, checkpoints, losses and multi-process helpers.
+
+``train(cfg)`` runs a whole training from a composed ``configs/train.yaml``;
+``load_forecaster(path)`` rebuilds a trained model from a checkpoint for inference.
+"""
+
+from nowcast.training.checkpoint import (
+    load_checkpoint,
+    load_forecaster,
+    save_checkpoint,
+)
+from nowcast.training.losses import available_losses, get_loss
+from nowcast.training.trainer import Callbacks, NonFiniteLossError, train
+
+__all__ = [
+    "train",
+    "Callbacks",
+    "NonFiniteLossError",
+    "load_checkpoint",
+    "load_forecaster",
+    "save_checkpoint",
+    "get_loss",
+    "available_losses",
+]

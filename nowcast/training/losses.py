@@ -1,0 +1,283 @@
+"""Training losses on the logits of a forecaster, chosen by name.
+
+Every loss is a callable ``loss(logits, targets, mask=None) -> 0-d tensor`` where
+
+* ``logits`` is the raw model output ``(B, T, C, H, W)`` (``EncoderForecaster.forward``;
+  the forecast itself is ``sigmoid(logits)``, grey levels in [0, 1]);
+* ``targets`` are the observed grey levels ``(B, T, C, H, W)`` in [0, 1];
+* ``mask`` is an optional boolean ``(H, W)`` (or broadcastable) map, True where a pixel
+  counts (radar data sets carry it as ``valid_mask``: noisy pixels are excluded).
+
+Losses are means over the counted pixels, computed in float32 even under autocast.
+
+Available (see :func:`get_loss`):
+
+``bce``
+    Per-pixel binary cross-entropy of the predicted grey level, the training loss of
+    Shi et al. (2015) for both the Moving-MNIST and the radar experiments. The paper
+    reports it summed over the predicted frames of a sequence; here it is the mean per
+    pixel (multiply by ``T * C * H * W`` for the per-sequence figure).
+``mse`` / ``mae``
+    Mean squared / absolute error of ``sigmoid(logits)`` against the targets.
+``balanced_mse`` / ``balanced_mae``
+    The HKO-7 balanced losses B-MSE / B-MAE (Shi et al. 2017): each pixel's error is
+    weighted by the observed rain rate, weights 1, 2, 5, 10, 30 from 0, 2, 5, 10,
+    30 mm/h up, so that rare heavy rain is not drowned by the many dry pixels. Grey
+    levels become rain rates with :func:`nowcast.evaluation.metrics.grey_to_rainrate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nowcast.evaluation.metrics import grey_to_rainrate
+
+__all__ = [
+    "LOSSES",
+    "get_loss",
+    "available_losses",
+    "masked_mean",
+    "balanced_weights",
+    "PixelLoss",
+    "BalancedLoss",
+    "HKO7_BALANCE_THRESHOLDS",
+    "HKO7_BALANCE_WEIGHTS",
+]
+
+#: Rain-rate edges (mm/h) above which the balanced-loss weight steps up (HKO-7).
+HKO7_BALANCE_THRESHOLDS = (2.0, 5.0, 10.0, 30.0)
+#: Weight of a pixel whose rain rate lies below the first edge, between edges, ...
+HKO7_BALANCE_WEIGHTS = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def _check_pair(logits: torch.Tensor, targets: torch.Tensor) -> None:
+    if not isinstance(logits, torch.Tensor) or not isinstance(targets, torch.Tensor):
+        raise TypeError(
+            "logits and targets must be torch.Tensors, got "
+            f"{type(logits).__name__} and {type(targets).__name__}"
+        )
+    if logits.ndim != 5 or logits.shape != targets.shape:
+        raise ValueError(
+            "logits and targets must both be (B, T, C, H, W) of the same shape, got "
+            f"{tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` over the pixels where ``mask`` is True.
+
+    Parameters
+    ----------
+    values : torch.Tensor, shape (B, T, C, H, W)
+        Per-pixel loss terms.
+    mask : torch.Tensor of bool, broadcastable to ``values`` (usually (H, W)), or None
+        Pixels that count; ``None`` counts every pixel.
+
+    Returns
+    -------
+    torch.Tensor, 0-d
+        ``sum(values * mask) / count(mask)`` (the plain mean without a mask).
+    """
+    if mask is None:
+        return values.mean()
+    mask = mask.to(device=values.device, dtype=values.dtype)
+    mask = torch.broadcast_to(mask, values.shape)
+    count = mask.sum()
+    if float(count) == 0:
+        raise ValueError("the loss mask excludes every pixel; check valid_mask")
+    return (values * mask).sum() / count
+
+
+class PixelLoss(nn.Module):
+    """An unweighted per-pixel loss (``bce``, ``mse`` or ``mae``) on logits.
+
+    Parameters
+    ----------
+    kind : {"bce", "mse", "mae"}
+        ``bce`` is the binary cross-entropy of ``sigmoid(logits)`` against the grey
+        levels (computed stably from the logits); ``mse`` / ``mae`` compare
+        ``sigmoid(logits)`` with the targets.
+    """
+
+    def __init__(self, kind: str = "bce") -> None:
+        super().__init__()
+        if kind not in ("bce", "mse", "mae"):
+            raise ValueError(f"kind must be 'bce', 'mse' or 'mae', got {kind!r}")
+        self.kind = kind
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        _check_pair(logits, targets)
+        logits = logits.float()
+        targets = targets.float()
+        if self.kind == "bce":
+            terms = F.binary_cross_entropy_with_logits(
+                logits, targets, reduction="none"
+            )
+        elif self.kind == "mse":
+            terms = (torch.sigmoid(logits) - targets) ** 2
+        else:
+            terms = (torch.sigmoid(logits) - targets).abs()
+        return masked_mean(terms, mask)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}"
+
+
+def balanced_weights(
+    rainrate: torch.Tensor,
+    thresholds: Sequence[float] = HKO7_BALANCE_THRESHOLDS,
+    weights: Sequence[float] = HKO7_BALANCE_WEIGHTS,
+) -> torch.Tensor:
+    """Per-pixel weights of the HKO-7 balanced losses from the observed rain rate.
+
+    Parameters
+    ----------
+    rainrate : torch.Tensor, any shape, mm/h
+        Observed rain rate.
+    thresholds : sequence of float, increasing, mm/h
+        Edges ``t_1 < ... < t_k``.
+    weights : sequence of float, length k + 1
+        Weight below ``t_1``, in ``[t_1, t_2)``, ..., at or above ``t_k``.
+
+    Returns
+    -------
+    torch.Tensor, same shape as ``rainrate``
+        With the defaults (Shi et al. 2017): 1 below 2 mm/h, 2 in [2, 5), 5 in [5, 10),
+        10 in [10, 30) and 30 from 30 mm/h up.
+    """
+    if len(weights) != len(thresholds) + 1:
+        raise ValueError(
+            f"need one weight more than thresholds, got {len(weights)} weights for "
+            f"{len(thresholds)} thresholds"
+        )
+    if any(b <= a for a, b in zip(thresholds[:-1], thresholds[1:], strict=True)):
+        raise ValueError(f"thresholds must increase, got {list(thresholds)}")
+    edges = torch.as_tensor(thresholds, dtype=rainrate.dtype, device=rainrate.device)
+    table = torch.as_tensor(weights, dtype=rainrate.dtype, device=rainrate.device)
+    return table[torch.bucketize(rainrate, edges, right=True)]
+
+
+class BalancedLoss(nn.Module):
+    """HKO-7 balanced MSE / MAE (B-MSE / B-MAE) of ``sigmoid(logits)``.
+
+    Parameters
+    ----------
+    p : {1, 2}
+        1 for B-MAE, 2 for B-MSE.
+    dbz_min, dbz_max : float
+        Reflectivity mapped to grey 0 and 1 by the min-max normalisation (HKO-7:
+        -10 and 60 dBZ).
+    a, b : float
+        Z-R coefficients (HKO-7: 58.53, 1.56).
+    thresholds, weights : sequences of float
+        See :func:`balanced_weights`.
+
+    Notes
+    -----
+    The error is measured in grey levels and weighted by the *observed* rain rate, as in
+    the HKO-7 benchmark; here it is averaged over pixels (the benchmark sums over
+    pixels and averages over frames, a constant factor ``H * W`` apart).
+    """
+
+    def __init__(
+        self,
+        p: int = 2,
+        dbz_min: float = -10.0,
+        dbz_max: float = 60.0,
+        a: float = 58.53,
+        b: float = 1.56,
+        thresholds: Sequence[float] = HKO7_BALANCE_THRESHOLDS,
+        weights: Sequence[float] = HKO7_BALANCE_WEIGHTS,
+    ) -> None:
+        super().__init__()
+        if p not in (1, 2):
+            raise ValueError(f"p must be 1 (B-MAE) or 2 (B-MSE), got {p!r}")
+        if not dbz_max > dbz_min:
+            raise ValueError(
+                f"dbz_max must exceed dbz_min, got dbz_min={dbz_min}, dbz_max={dbz_max}"
+            )
+        balanced_weights(torch.zeros(1), thresholds, weights)  # validate early
+        self.p = int(p)
+        self.dbz_min, self.dbz_max = float(dbz_min), float(dbz_max)
+        self.a, self.b = float(a), float(b)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.weights = tuple(float(w) for w in weights)
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        _check_pair(logits, targets)
+        targets = targets.float()
+        with torch.no_grad():
+            rain = grey_to_rainrate(targets, self.dbz_min, self.dbz_max, self.a, self.b)
+            w = balanced_weights(rain, self.thresholds, self.weights)
+        err = (torch.sigmoid(logits.float()) - targets).abs()
+        return masked_mean(w * err**self.p, mask)
+
+    def extra_repr(self) -> str:
+        return (
+            f"p={self.p}, dbz=({self.dbz_min}, {self.dbz_max}), zr=({self.a}, {self.b})"
+        )
+
+
+def _balanced(p: int) -> Callable[..., BalancedLoss]:
+    def make(**kwargs: float) -> BalancedLoss:
+        return BalancedLoss(p=p, **kwargs)
+
+    return make
+
+
+#: Loss name -> factory taking the loss's keyword arguments.
+LOSSES: dict[str, Callable[..., nn.Module]] = {
+    "bce": lambda: PixelLoss("bce"),
+    "mse": lambda: PixelLoss("mse"),
+    "mae": lambda: PixelLoss("mae"),
+    "balanced_mse": _balanced(2),
+    "balanced_mae": _balanced(1),
+}
+
+
+def available_losses() -> list[str]:
+    """Names accepted by :func:`get_loss`."""
+    return sorted(LOSSES)
+
+
+def get_loss(name: str, **kwargs: object) -> nn.Module:
+    """Build a training loss by name.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`available_losses` (``bce``, ``mse``, ``mae``, ``balanced_mse``,
+        ``balanced_mae``).
+    **kwargs
+        Passed to the loss (the balanced losses take ``dbz_min``, ``dbz_max``, ``a``,
+        ``b``, ``thresholds``, ``weights``; the others take none).
+
+    Returns
+    -------
+    torch.nn.Module
+        Called as ``loss(logits, targets, mask=None)``.
+    """
+    if name not in LOSSES:
+        raise ValueError(
+            f"unknown loss {name!r}; available: {', '.join(available_losses())}"
+        )
+    try:
+        return LOSSES[name](**kwargs)
+    except TypeError as err:
+        raise TypeError(
+            f"bad arguments {sorted(kwargs)} for loss {name!r}: {err}"
+        ) from err

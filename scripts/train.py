@@ -1,0 +1,51 @@
+"""Train a nowcasting model.
+
+Usage::
+
+    python scripts/train.py                      # small ConvLSTM, synthetic radar, CPU
+    python scripts/train.py +experiment=hko      # the paper's radar setup
+    python scripts/train.py trainer.max_epochs=10 data.batch_size=16 loss=balanced_mse
+    python scripts/train.py trainer.resume=true  # continue the newest run of this name
+    torchrun --nproc_per_node=4 scripts/train.py +experiment=hko   # DDP on 4 GPUs
+
+The work is done by :func:`nowcast.training.train`; this script only composes the hydra
+config ``configs/train.yaml`` and hands it over.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from nowcast.training import train
+
+
+def _quiet_hydra_on_workers() -> None:
+    """Under torchrun only rank 0 owns the run directory and its logs.
+
+    Every process composes the config through hydra, and each would create its own
+    timestamped run directory; the other ranks write nothing (rank 0's run directory is
+    shared with them by the trainer).
+    """
+    if int(os.environ.get("RANK", "0")) != 0:
+        sys.argv += [
+            "hydra.output_subdir=null",
+            "hydra.run.dir=.",
+            "hydra/job_logging=disabled",
+            "hydra/hydra_logging=disabled",
+        ]
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Train; returns the best validation loss (for hydra sweepers)."""
+    metrics = train(cfg)
+    return float(metrics["best_val_loss"])
+
+
+if __name__ == "__main__":
+    _quiet_hydra_on_workers()
+    main()
