@@ -306,6 +306,26 @@ def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
     return m
 
 
+def _sklearn_digits_8x8() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits: images (1797, 8, 8) float64 0..16, labels.
+
+    Read straight from the csv that ``sklearn.datasets.load_digits`` reads (64 grey
+    levels then the label per row), found without importing scikit-learn, whose import
+    takes seconds; falls back to ``load_digits`` if the file has moved.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        csv = Path(location) / "datasets" / "data" / "digits.csv.gz"
+        if csv.is_file():
+            table = np.loadtxt(csv, delimiter=",", ndmin=2)
+            if table.shape[1] == 65:
+                return table[:, :64].reshape(-1, 8, 8), table[:, 64].astype(np.int64)
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.images.astype(np.float64), bunch.target.astype(np.int64)
+
+
 def _sklearn_fallback_digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1,797 bundled 8x8 digits, upsampled to MNIST's layout.
 
@@ -313,16 +333,14 @@ def _sklearn_fallback_digits() -> tuple[np.ndarray, np.ndarray]:
     28x28 box with a 4-pixel margin, as MNIST digits are size-normalised to 20x20 and
     centred in 28x28; grey levels are scaled to 0..255.
     """
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    small = bunch.images.astype(np.float64) / 16.0  # (K, 8, 8) in [0, 1]
+    small, labels = _sklearn_digits_8x8()
+    small = small / 16.0  # (K, 8, 8) in [0, 1]
     k = small.shape[0]
     resize = _bilinear_matrix(8, 20)  # (20, 8)
     big = np.einsum("ij,kjl,ml->kim", resize, small, resize)  # (K, 20, 20)
     images = np.zeros((k, DIGIT_SIZE, DIGIT_SIZE), np.uint8)
     images[:, 4:24, 4:24] = np.clip(np.rint(big * 255), 0, 255)
-    return images, bunch.target.astype(np.int64)
+    return images, labels
 
 
 def _choose_subset(
