@@ -6,6 +6,8 @@ Usage::
         input='/work/shared/data/radar/fmi-finland-5min/*.pgm.gz' output=fmi.nc
     python scripts/import_radar.py preset=bom \
         input=/work/shared/data/radar/bom-melbourne-6min output=bom.nc batch_size=20
+    python scripts/import_radar.py preset=hko7 'input=[a/*.png,b/*.png]' output=hko.nc \
+        +options.pattern='%Y%m%d%H%M'
 
 The work is done by :func:`nowcast.data.importers.import_archive`; this script only
 reads the hydra config ``configs/importer/import_radar.yaml``.
@@ -25,8 +27,10 @@ def run(cfg: DictConfig) -> list[Path]:
     """Import ``cfg.input`` with preset ``cfg.preset`` into ``cfg.output``."""
     options = cfg.get("options")
     options = OmegaConf.to_container(options, resolve=True) if options else {}
+    inputs = cfg.input
+    paths = [str(p) for p in inputs] if OmegaConf.is_list(inputs) else str(inputs)
     written = import_archive(
-        str(cfg.input),
+        paths,
         str(cfg.preset),
         str(cfg.output),
         batch_size=cfg.get("batch_size"),
