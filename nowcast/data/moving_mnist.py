@@ -631,6 +631,14 @@ def generate_moving_mnist(
         Values in [0, 1]; overlapping digits combined by the pixel-wise maximum.
     trajectories : Trajectories
         Only if ``return_trajectories``.
+
+    Notes
+    -----
+    All random draws are made first and the frames drawn in chunks, so memory is the
+    output itself: 4 * N * T * size**2 bytes (4.9 GB for the paper's 15,000
+    sequences). For full-size splits use :func:`prepare_moving_mnist`, which writes
+    uint8 to disk (a quarter of that) and is read lazily by
+    :class:`MovingMNISTDataset`.
     """
     _check_int("n_sequences", n_sequences, 0)
     _check_int("n_frames", n_frames, 1)
