@@ -186,19 +186,66 @@ def radar_cmap(units: str = "dBZ") -> tuple[ListedColormap, BoundaryNorm]:
     return cmap, norm
 
 
-def _colorbar(fig: Figure, axes: Any, units: str, **kwargs: Any) -> Any:
-    """One colour bar in physical units for ``axes`` (an Axes or a list of them)."""
+def _colorbar(fig: Figure, cax: Any, units: str) -> Any:
+    """One colour bar in physical units, drawn into the axes ``cax``."""
     key, scale = _scale(units)
     cmap, norm = radar_cmap(key)
-    cbar = fig.colorbar(
+    return fig.colorbar(
         ScalarMappable(norm=norm, cmap=cmap),
-        ax=axes,
+        cax=cax,
         extend="max",
         ticks=list(scale.levels),
         label=scale.label,
-        **kwargs,
+        format="%g",
     )
-    return cbar
+
+
+def _image_grid(
+    nrows: int,
+    ncols: int,
+    hw: tuple[int, int],
+    panel_size: float,
+    row_gap: float = 0.28,
+    top: float = 0.3,
+    dpi: float | None = None,
+) -> tuple[Figure, np.ndarray, Any]:
+    """A figure of ``nrows x ncols`` image panels and a colour bar axes on the right.
+
+    The layout is computed here in inches (panel size, fixed margins for titles, row
+    labels and the colour bar) rather than by a layout engine: constrained layout
+    costs seconds for strips of ~100 panels and would run again on every animation
+    frame.
+    """
+    h, w = hw
+    ph = panel_size
+    pw = panel_size * min(max(w / h, 0.25), 4.0)
+    left, right, bottom, col_gap = 0.35, 1.05, 0.1, 0.06
+    width = left + ncols * pw + (ncols - 1) * col_gap + right
+    height = top + nrows * ph + (nrows - 1) * row_gap + bottom
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    gs = fig.add_gridspec(
+        nrows,
+        ncols,
+        left=left / width,
+        right=1 - right / width,
+        bottom=bottom / height,
+        top=1 - top / height,
+        wspace=col_gap / pw,
+        hspace=row_gap / ph,
+    )
+    axes = np.array(
+        [[fig.add_subplot(gs[r, c]) for c in range(ncols)] for r in range(nrows)]
+    )
+    span = height - top - bottom
+    cax = fig.add_axes(
+        (
+            (width - right + 0.15) / width,
+            (bottom + 0.05 * span) / height,
+            0.14 / width,
+            0.9 * span / height,
+        )
+    )
+    return fig, axes, cax
 
 
 # ---------------------------------------------------------------------------------
@@ -432,14 +479,10 @@ def plot_sequence(
     picks = [_pick(a.shape[0], max_frames) for _, a, _ in rows]
     ncols = max(len(p) for p in picks)
     nrows = len(rows)
-    h, w = hw
-    fig = Figure(
-        figsize=(panel_size * ncols * max(w / h, 0.25) + 1.2, panel_size * nrows + 0.4),
-        layout="constrained",
+    fig, grid, cax = _image_grid(
+        nrows, ncols, hw, panel_size, top=0.3 + (0.3 if title else 0.0)
     )
-    grid = fig.subplots(nrows, ncols, squeeze=False)
     titled_output = False
-    used = []
     for r, ((label, a, is_input), idx) in enumerate(zip(rows, picks, strict=True)):
         phys = _physical(a[idx], to_physical, label)
         times = lead_time_labels(a.shape[0], frame_minutes, inputs=is_input)
@@ -456,10 +499,9 @@ def plot_sequence(
                 ax.set_title(times[idx[c]], fontsize="small")
             if c == 0:
                 ax.set_ylabel(label)
-            used.append(ax)
-    _colorbar(fig, used, units, shrink=min(1.0, 0.3 + 0.2 * nrows))
+    _colorbar(fig, cax, units)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1 - 0.08 / fig.get_figheight(), va="top")
     return fig
 
 
@@ -547,19 +589,18 @@ def animate(
     n_frames = shape[0]
     leads = lead_time_labels(n_frames, frame_minutes)
 
-    h, w = shape[1:]
-    fig = Figure(
-        figsize=(panel_size * len(panels) * max(w / h, 0.25) + 1.2, panel_size + 0.6),
-        layout="constrained",
-        dpi=dpi,
+    fig, grid, cax = _image_grid(
+        1, len(panels), shape[1:], panel_size, top=0.6, dpi=dpi
     )
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    axes = grid[0]
     images = []
     for ax, (label, _), d in zip(axes, panels, data, strict=True):
         images.append(_show(ax, d[0], units))
         ax.set_title(label)
-    _colorbar(fig, list(axes), units)
-    suptitle = fig.suptitle(f"lead {leads[0]}")
+    _colorbar(fig, cax, units)
+    suptitle = fig.suptitle(
+        f"lead {leads[0]}", y=1 - 0.06 / fig.get_figheight(), va="top"
+    )
 
     def update(t: int) -> list[Any]:
         for im, d in zip(images, data, strict=True):
@@ -886,10 +927,8 @@ def plot_flow(
     speed = np.hypot(u, v)
     vmax = float(speed.max()) if speed.size else 0.0
 
-    fig = Figure(
-        figsize=(panel_size * max(w / h, 0.25) + 1.2, panel_size), layout="constrained"
-    )
-    ax = fig.add_subplot()
+    fig, grid, cax = _image_grid(1, 1, (h, w), panel_size)
+    ax = grid[0, 0]
     _show(ax, img, units)
     xx, yy = np.meshgrid(cols, rows)
     if kind == "quiver":
@@ -924,5 +963,5 @@ def plot_flow(
     ax.set_title(
         title if title is not None else f"motion ({kind}), max speed {vmax:.2g} px/step"
     )
-    _colorbar(fig, ax, units)
+    _colorbar(fig, cax, units)
     return fig

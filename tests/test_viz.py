@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import io
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -416,3 +418,21 @@ def test_plot_flow_bad_inputs():
         viz.plot_flow(img, bad)
     with pytest.raises(ValueError, match=r"unknown units"):
         viz.plot_flow(img, np.zeros((2, 16, 16)), units="K")
+
+
+def test_viz_never_touches_pyplot():
+    """No window can pop up: the module draws on bare Figures, pyplot never loads."""
+    code = (
+        "import sys, numpy as np\n"
+        "from nowcast import viz\n"
+        "x = np.zeros((2, 4, 4))\n"
+        "viz.plot_sequence(x, x, {'m': x}).savefig('/dev/null', format='png')\n"
+        "viz.animate(x, {'m': x})\n"
+        "viz.plot_flow(x[0], np.zeros((2, 4, 4)), step=2)\n"
+        "viz.plot_metrics_by_lead_time({'m': {'csi': [0.5, 0.4]}})\n"
+        "print('matplotlib.pyplot' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
