@@ -35,6 +35,7 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import BoundaryNorm, LinearSegmentedColormap, ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "radar_cmap",
@@ -826,6 +827,7 @@ def plot_metrics_by_lead_time(
         ax.set_title(label)
         ax.set_ylabel(label)
         ax.set_xlabel("lead time (min)")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
         ax.grid(True, alpha=0.3)
 
     handles, labels = [], []
