@@ -33,7 +33,12 @@ import numpy as np
 from matplotlib import rcParams
 from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import BoundaryNorm, LinearSegmentedColormap, ListedColormap
+from matplotlib.colors import (
+    BoundaryNorm,
+    LinearSegmentedColormap,
+    ListedColormap,
+    to_hex,
+)
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -98,7 +103,7 @@ class _Scale:
 def _grey_colours(n: int) -> tuple[str, ...]:
     """``n`` colours spread over the dBZ palette, for normalised grey levels."""
     ramp = LinearSegmentedColormap.from_list("radar", list(_DBZ_COLOURS))
-    return tuple(ramp(x) for x in np.linspace(0.0, 1.0, n))  # type: ignore[misc]
+    return tuple(to_hex(ramp(x)) for x in np.linspace(0.0, 1.0, n))
 
 
 _SCALES: dict[str, _Scale] = {
