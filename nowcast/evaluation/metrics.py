@@ -466,23 +466,21 @@ class MetricAccumulator:
             by_lead[name] = by_lead[threshold_key(name, PAPER_THRESHOLD)]
 
         result: dict[str, Any] = {}
-        notes: list[str] = []
+        undefined: dict[tuple[int, ...], list[str]] = {}
         for key, val in by_lead.items():
             arr = val.detach().double().cpu().numpy()
             result[f"{key}_by_lead"] = arr
             nan = np.isnan(arr)
-            if nan.all():
-                result[key] = float("nan")
-            else:
-                result[key] = float(np.nanmean(arr))
-            if nan.any() and "@" in key:
-                leads = (np.flatnonzero(nan) + 1).tolist()
-                notes.append(
-                    f"{key} undefined (no observed or forecast events at that threshold)"
-                    f" at lead(s) {leads}; NaN there, averaged over the other leads"
-                )
-            elif nan.any() and key in ("rainfall_mse", "correlation"):
-                notes.append(f"{key} undefined at some leads: no valid pixels")
+            result[key] = float("nan") if nan.all() else float(np.nanmean(arr))
+            if nan.any() and key not in _FRAME_CAT:  # plain keys duplicate "@0.5"
+                leads = tuple((np.flatnonzero(nan) + 1).tolist())
+                undefined.setdefault(leads, []).append(key)
+        notes = [
+            f"undefined (NaN; lead averages skip them) at lead(s) {list(leads)}: "
+            f"{', '.join(keys)}; no observed or forecast events at those thresholds"
+            " (or no valid pixels)"
+            for leads, keys in undefined.items()
+        ]
         if notes:
             warnings.warn("; ".join(notes), RuntimeWarning, stacklevel=2)
         result.update(

@@ -1,0 +1,248 @@
+"""Evaluate a trained forecaster and the baselines on a test split, from a config.
+
+This is the config-building layer between the hydra scripts and the pure evaluation
+functions of :mod:`nowcast.evaluation.evaluate`: it instantiates the baselines named in
+the ``evaluation`` config, runs every forecaster through the same
+:func:`~nowcast.evaluation.evaluate.evaluate_forecasters` path, writes the report
+(markdown table, per-lead CSV/JSON, metric plots) and a few forecast strips.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from nowcast.evaluation.evaluate import evaluate_forecasters, write_report
+from nowcast.forecast import Forecaster
+
+__all__ = ["build_baselines", "resolve_device", "evaluate_split", "run_test_evaluation"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVALUATION = {
+    "baselines": {
+        "Persistence": {"_target_": "nowcast.baselines.persistence.Persistence"},
+        "ROVER1": {"_target_": "nowcast.baselines.rover.Rover", "variant": 1},
+        "ROVER2": {"_target_": "nowcast.baselines.rover.Rover", "variant": 2},
+        "ROVER3": {"_target_": "nowcast.baselines.rover.Rover", "variant": 3},
+    },
+    "thresholds": [0.5, 2, 5, 10, 30],
+    "aggregation": "pooled",
+    "batch_size": 8,
+    "max_batches": None,
+    "n_examples": 3,
+    "device": "auto",
+}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available; use 'cpu'")
+    return dev
+
+
+def build_baselines(specs: Mapping[str, Any] | None) -> dict[str, Forecaster]:
+    """Instantiate baselines from ``{name: {_target_: ..., **params}}`` specs."""
+    out: dict[str, Forecaster] = {}
+    for name, spec in (specs or {}).items():
+        if spec is None:
+            continue
+        obj = instantiate(spec)
+        if not isinstance(obj, Forecaster):
+            raise TypeError(
+                f"baseline {name!r} ({type(obj).__name__}) has no predict()"
+            )
+        out[str(name)] = obj
+    return out
+
+
+def _example_indices(n_windows: int, n_examples: int) -> list[int]:
+    if n_windows == 0 or n_examples <= 0:
+        return []
+    return sorted({int(i) for i in np.linspace(0, n_windows - 1, n_examples)})
+
+
+def write_examples(
+    forecasters: Mapping[str, Forecaster],
+    dataset: Any,
+    out_dir: Path,
+    n_examples: int,
+    n_steps: int,
+    device: torch.device,
+    dbz_min: float,
+    dbz_max: float,
+    frame_minutes: float = 6.0,
+) -> list[Path]:
+    """Write ``n_examples`` forecast strips (inputs | truth | each forecaster) as PNG."""
+    import matplotlib.pyplot as plt
+
+    from nowcast.viz import plot_sequence
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mask = getattr(dataset, "valid_mask", None)
+    paths = []
+    for i in _example_indices(len(dataset), n_examples):
+        inputs, targets = dataset[i]
+        x = inputs[None].to(device)
+        forecasts = {
+            name: f.predict(x, n_steps)[0, :, 0].float().cpu()
+            for name, f in forecasters.items()
+        }
+        fig = plot_sequence(
+            inputs[:, 0],
+            targets[:n_steps, 0],
+            forecasts,
+            frame_minutes=frame_minutes,
+            units="dBZ",
+            to_physical=lambda p: p * (dbz_max - dbz_min) + dbz_min,
+            mask=None if mask is None else ~mask,
+        )
+        path = out_dir / f"example_{i:05d}.png"
+        fig.savefig(path, dpi=80, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def evaluate_split(
+    forecasters: Mapping[str, Forecaster],
+    dataset: Any,
+    out_dir: str | Path,
+    evaluation: Mapping[str, Any] | None = None,
+    n_steps: int | None = None,
+    zr_a: float = 58.53,
+    zr_b: float = 1.56,
+    dbz_min: float | None = None,
+    dbz_max: float | None = None,
+    frame_minutes: float = 6.0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score forecasters on one split and write the report into ``out_dir``.
+
+    Parameters
+    ----------
+    forecasters : mapping of name -> Forecaster
+        Model(s) and baselines; all go through the same path.
+    dataset : torch Dataset of (inputs, targets)
+        With optional ``valid_mask`` (bool (H, W)) and ``zmin`` / ``zmax`` (dBZ).
+    out_dir : path
+        Where ``metrics.md``, ``metrics_by_lead.csv``, ``metrics.json``, plots and
+        example strips go.
+    evaluation : mapping, optional
+        The ``evaluation`` config (thresholds, batch size, ...); defaults in
+        :data:`DEFAULT_EVALUATION`.
+    n_steps : int, optional
+        Lead times to forecast; default the dataset's target length.
+    zr_a, zr_b : float
+        Z-R coefficients (Z = a R^b).
+    dbz_min, dbz_max : float, optional
+        dBZ of grey levels 0 and 1; default the dataset's ``zmin`` / ``zmax``.
+    frame_minutes : float
+        Minutes between frames (6 for HKO).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    dict
+        ``{"results": {name: scores}, "files": {...}, "out_dir": Path}``.
+    """
+    ev = {**DEFAULT_EVALUATION, **dict(evaluation or {})}
+    out_dir = Path(out_dir)
+    device = resolve_device(ev["device"])
+    if n_steps is None:
+        n_steps = int(dataset[0][1].shape[0])
+    dbz_min = float(getattr(dataset, "zmin", np.nan) if dbz_min is None else dbz_min)
+    dbz_max = float(getattr(dataset, "zmax", np.nan) if dbz_max is None else dbz_max)
+    if not np.isfinite(dbz_min) or not np.isfinite(dbz_max):
+        dbz_min, dbz_max = -10.0, 60.0  # HKO-7's range when the data set does not say
+    for f in forecasters.values():
+        if isinstance(f, torch.nn.Module):
+            f.to(device).eval()
+    mask = getattr(dataset, "valid_mask", None)
+    results = evaluate_forecasters(
+        dict(forecasters),
+        dataset,
+        n_steps=n_steps,
+        batch_size=int(ev["batch_size"]),
+        device=device,
+        accumulator_kwargs={
+            "thresholds": list(ev["thresholds"]),
+            "a": zr_a,
+            "b": zr_b,
+            "dbz_min": dbz_min,
+            "dbz_max": dbz_max,
+            "aggregation": ev["aggregation"],
+        },
+        mask=None if mask is None else mask.to(device),
+        progress=progress,
+        max_batches=ev["max_batches"],
+    )
+    files = write_report(results, out_dir, lead_minutes=frame_minutes)
+    files["examples"] = write_examples(
+        forecasters,
+        dataset,
+        out_dir / "examples",
+        int(ev["n_examples"]),
+        n_steps,
+        device,
+        dbz_min,
+        dbz_max,
+        frame_minutes,
+    )
+    return {"results": results, "files": files, "out_dir": out_dir}
+
+
+def run_test_evaluation(
+    model: torch.nn.Module,
+    datasets: Mapping[str, Any],
+    cfg: DictConfig,
+    run_dir: str | Path,
+) -> dict[str, Any]:
+    """Evaluate a trained model and the configured baselines on the test split.
+
+    Called at the end of ``scripts/train.py`` (``evaluate_after_training``); writes into
+    ``run_dir / "evaluation"``.
+    """
+    ev_cfg = cfg.get("evaluation")
+    evaluation = (
+        OmegaConf.to_container(ev_cfg, resolve=True) if ev_cfg is not None else None
+    )
+    evaluation = {**DEFAULT_EVALUATION, **(evaluation or {})}
+    forecasters: dict[str, Forecaster] = {model_label(cfg): model}
+    forecasters.update(build_baselines(evaluation["baselines"]))
+    data = cfg.data
+    out = evaluate_split(
+        forecasters,
+        datasets["test"],
+        Path(run_dir) / "evaluation",
+        evaluation=evaluation,
+        n_steps=int(data.output_len),
+        zr_a=float(data.get("zr_a", 58.53)),
+        zr_b=float(data.get("zr_b", 1.56)),
+        frame_minutes=float(data.get("frame_minutes", 6.0)),
+        progress=bool(cfg.get("logging", {}).get("progress_bar", True)),
+    )
+    log.info("evaluation written to %s", out["out_dir"])
+    return out
+
+
+def model_label(cfg: Mapping[str, Any] | DictConfig) -> str:
+    """A short display name for the configured model, e.g. ``ConvLSTM``."""
+    model = cfg.get("model", {}) or {}
+    target = str(model.get("_target_", ""))
+    if target.endswith("FCLSTM"):
+        return "FC-LSTM"
+    cell = str(model.get("cell", "lstm")).lower()
+    return "ConvGRU" if cell == "gru" else "ConvLSTM"
