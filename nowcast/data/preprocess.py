@@ -371,7 +371,13 @@ def resize(frames: np.ndarray, size: int | Sequence[int]) -> np.ndarray:
         return x.copy()
     ry = _area_weights(hh, h).astype(np.float32)
     rx = _area_weights(ww, w).astype(np.float32)
-    return np.matmul(np.matmul(ry, x), rx.T)
+    lead = x.shape[:-2]
+    n = int(np.prod(lead))
+    # two large 2-D GEMMs (batched matmul with a broadcast operand is much slower)
+    cols = x.reshape(n * hh, ww) @ rx.T  # (n*H, w)
+    cols = cols.reshape(n, hh, w).transpose(0, 2, 1).reshape(n * w, hh)
+    out = (cols @ ry.T).reshape(n, w, h).transpose(0, 2, 1)
+    return np.ascontiguousarray(out).reshape(*lead, h, w)
 
 
 # --------------------------------------------------------------------------------------
@@ -673,6 +679,11 @@ class Preprocessor:
         Frames processed at a time (memory ~ ``chunk_time`` raw frames).
     disk_boundary : str
         Border mode of :func:`disk_filter` where the raw frame ends.
+    mask_coverage : float
+        A processed pixel is marked noisy when at least this fraction of its raw
+        footprint (after crop and resize) is masked; 0 marks any overlap. Masked raw
+        pixels are zeroed before the disk filter, so a pixel with a small share of
+        clutter keeps a usable value.
     progress : bool
         Show tqdm progress bars.
     """
@@ -687,6 +698,7 @@ class Preprocessor:
         noise_mask: bool | dict = True,
         chunk_time: int = 64,
         disk_boundary: str = "reflect",
+        mask_coverage: float = 0.25,
         progress: bool = True,
     ):
         if int(chunk_time) != chunk_time or chunk_time < 1:
@@ -721,6 +733,9 @@ class Preprocessor:
         )
         self.chunk_time = int(chunk_time)
         self.disk_boundary = disk_boundary
+        if not 0 <= mask_coverage <= 1:
+            raise ValueError(f"mask_coverage must be in [0, 1], got {mask_coverage}")
+        self.mask_coverage = float(mask_coverage)
         self.progress = bool(progress)
 
     # ---- configuration ------------------------------------------------------------
@@ -739,6 +754,7 @@ class Preprocessor:
             else self.noise_mask_params or True,
             "chunk_time": self.chunk_time,
             "disk_boundary": self.disk_boundary,
+            "mask_coverage": self.mask_coverage,
         }
 
     @property
@@ -797,8 +813,8 @@ class Preprocessor:
         }
 
     def processed_mask(self, shape: tuple[int, int]) -> np.ndarray:
-        """Noise mask on the output grid: a processed pixel is noisy when any raw pixel
-        of its footprint is.
+        """Noise mask on the output grid: a processed pixel is noisy when at least
+        ``mask_coverage`` of its raw footprint is masked (any overlap when 0).
 
         Parameters
         ----------
@@ -819,7 +835,8 @@ class Preprocessor:
                 f"the data have {shape[0]}x{shape[1]}; fit on the same archive"
             )
         cropped = center_crop(raw.astype(np.float32), g["crop"])
-        return (resize(cropped, g["out"]) > 1e-6).astype(np.uint8)
+        coverage = resize(cropped, g["out"])
+        return (coverage >= max(self.mask_coverage, 1e-6)).astype(np.uint8)
 
     def _transform_frames(self, v: np.ndarray, g: dict, mask: np.ndarray | None):
         """(t, window) raw chunk -> (t, out) processed chunk."""
@@ -971,6 +988,7 @@ class Preprocessor:
                 "noise_mask",
                 **nm.params(),
                 threshold=nm.threshold,
+                mask_coverage=self.mask_coverage,
                 noise_clusters=nm.noise_clusters,
                 n_masked_raw=int(nm.mask.sum()),
                 n_masked_processed=int(result["noise_mask"].values.sum()),
