@@ -57,6 +57,7 @@ __all__ = [
     "monthly_means",
     "NoiseMask",
     "Preprocessor",
+    "FIT_ON",
     "preprocess_archive",
     "patchify",
     "unpatchify",
@@ -1045,10 +1046,14 @@ class Preprocessor:
         return obj
 
 
+FIT_ON = ("train", "all")
+
+
 def preprocess_archive(
     input: PathLike | Sequence[PathLike],
     output: PathLike,
-    fit_index: np.ndarray | None = None,
+    fit_on: str = "train",
+    split_seed: int = 0,
     progress: bool = True,
     **params,
 ) -> Path:
@@ -1063,8 +1068,12 @@ def preprocess_archive(
         Processed netCDF, written with :func:`nowcast.data.radar.write_radar`; the
         fitted preprocessor goes to ``<output stem>_preprocessor.json`` and its noise
         mask to ``<output stem>_preprocessor_noise_mask.nc``.
-    fit_index : numpy.ndarray of int, optional
-        Frames to fit on (the training split); all frames when omitted.
+    fit_on : {"train", "all"}
+        Fit the noise mask (and bounds left as ``None``) on the training blocks of
+        :func:`nowcast.data.split.block_split` (``seed=split_seed``, the split the
+        datasets serve) or on all frames.
+    split_seed : int
+        Seed of the block split.
     progress : bool
         Progress bars.
     **params
@@ -1075,10 +1084,24 @@ def preprocess_archive(
     pathlib.Path
         The processed file.
     """
+    from nowcast.data.split import block_split
+
+    if fit_on not in FIT_ON:
+        raise ValueError(f"unknown fit_on {fit_on!r}; available: {list(FIT_ON)}")
     ds = open_radar(input)
     pre = Preprocessor(progress=progress, **params)
-    pre.fit(ds if fit_index is None else ds.isel(time=np.asarray(fit_index)))
+    fit_ds = ds
+    if fit_on == "train":
+        train = block_split(ds["time"].values, seed=split_seed)["train"]
+        if not train:
+            raise ValueError(
+                f"the archive ({ds.sizes['time']} frames) holds no full 40-frame "
+                "block to fit on; use fit_on=all"
+            )
+        fit_ds = ds.isel(time=np.concatenate([np.arange(a, b) for a, b in train]))
+    pre.fit(fit_ds)
     out = pre.transform(ds)
+    out.attrs["preprocess_fitted_on"] = fit_on
     output = Path(output)
     write_radar(out, output, allow_nan=False)
     pre.save(output.with_name(f"{output.stem}_preprocessor.json"))
