@@ -1,0 +1,96 @@
+"""Evaluate a checkpoint and the baselines on a test split: `python scripts/evaluate.py`.
+
+Thin hydra entry point; the work is done by nowcast.evaluation.run.evaluate_split.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from nowcast.evaluation.run import build_baselines, evaluate_split, model_label
+from nowcast.training.checkpoint import load_checkpoint, load_forecaster
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+log = logging.getLogger("evaluate")
+
+
+def _data_config(cfg: DictConfig, ckpt_config: dict | None) -> DictConfig:
+    """The data config: `data=...` if given, else the checkpoint's, else the default."""
+    if cfg.get("data") is not None:
+        return cfg.data
+    if ckpt_config is not None and ckpt_config.get("data") is not None:
+        return OmegaConf.create({"data": ckpt_config["data"]}).data
+    default = OmegaConf.create(
+        {"data": OmegaConf.load(CONFIG_DIR / "data" / "synthetic.yaml")}
+    )
+    return default.data
+
+
+def _check_compatible(model, dataset, ckpt_path: str) -> None:
+    inputs, _ = dataset[0]
+    c, h, w = inputs.shape[-3:]
+    want_c = getattr(model, "in_channels", c)
+    p = getattr(model, "patch_size", 1)
+    if c != want_c or h % p or w % p:
+        raise ValueError(
+            f"data frames are {c}x{h}x{w} (C x H x W) but the checkpoint {ckpt_path} "
+            f"expects {want_c} channel(s) and H, W divisible by its patch size {p}; "
+            "evaluate on the data it was trained on (drop data=...) or preprocess to a "
+            "matching size"
+        )
+    frame_size = getattr(model, "frame_size", None)
+    if frame_size is not None and tuple(frame_size) != (h, w):
+        raise ValueError(
+            f"data frames are {h}x{w} but the checkpoint {ckpt_path} was built for "
+            f"{tuple(frame_size)} frames"
+        )
+
+
+def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
+    """Run the evaluation described by ``cfg``; returns evaluate_split's output."""
+    forecasters = {}
+    ckpt_config = None
+    if cfg.ckpt_path:
+        ckpt_config = load_checkpoint(cfg.ckpt_path)["config"]
+        model = load_forecaster(cfg.ckpt_path)
+        forecasters[model_label(ckpt_config)] = model
+    data_cfg = _data_config(cfg, ckpt_config)
+    datasets = instantiate(data_cfg.datasets)
+    test = datasets["test"]
+    if len(test) == 0:
+        raise ValueError(
+            "the test split is empty: the data set is too short to evaluate"
+        )
+    if cfg.ckpt_path:
+        _check_compatible(model, test, cfg.ckpt_path)
+    evaluation = OmegaConf.to_container(cfg.evaluation, resolve=True)
+    forecasters.update(build_baselines(evaluation["baselines"]))
+    n_steps = int(cfg.n_steps or data_cfg.output_len)
+    out = evaluate_split(
+        forecasters,
+        test,
+        out_dir,
+        evaluation=evaluation,
+        n_steps=n_steps,
+        zr_a=float(data_cfg.get("zr_a", 58.53)),
+        zr_b=float(data_cfg.get("zr_b", 1.56)),
+        frame_minutes=float(data_cfg.get("frame_minutes", 6.0)),
+    )
+    print((out_dir / "metrics.md").read_text())
+    print(f"evaluation written to {out_dir.resolve()}")
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()
