@@ -31,6 +31,7 @@ def _quiet_hydra_on_workers() -> None:
     shared with them by the trainer).
     """
     if int(os.environ.get("RANK", "0")) != 0:
+        sys.argv = [a for a in sys.argv if not a.startswith("hydra.run.dir=")]
         sys.argv += [
             "hydra.output_subdir=null",
             "hydra.run.dir=.",

@@ -770,11 +770,11 @@ def _train(
                     loss=f"{float(loss.detach()):.4f}",
                     seq_s=f"{seq_window / max(time.perf_counter() - t_window, 1e-9):.1f}",
                 )
-            if state.step % log_every == 0:
+            # (the window's step count is the same on every rank: skips are agreed)
+            if state.step % log_every == 0 and window[1] > 0:
                 totals = all_reduce_sum(window.clone())
                 elapsed = max(time.perf_counter() - t_window, 1e-9)
-                if totals[1] > 0:
-                    last_train_loss = float(totals[0] / totals[1])
+                last_train_loss = float(totals[0] / totals[1])
                 logger.log(
                     state.step,
                     state.epoch,
