@@ -26,7 +26,9 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(
     # with batch 4 (rank r takes every 2nd index of the same permutation) and DDP
     # averages equal-size gradients, so the weights must agree to rounding.
     common = tiny_overrides(tiny_radar_file, "trainer.max_steps=3")
-    common = [o for o in common if not o.startswith(("data.batch_size", "trainer.limit_"))]
+    common = [
+        o for o in common if not o.startswith(("data.batch_size", "trainer.limit_"))
+    ]
     ddp_dir = tmp_path / "ddp"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",

@@ -62,7 +62,9 @@ def test_losses_have_gradients_and_registry_errors():
         loss = get_loss(name)(logits, targets)
         (grad,) = torch.autograd.grad(loss, logits)
         assert loss.ndim == 0 and torch.isfinite(grad).all() and grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="unknown loss 'nope'; available: balanced_mae"):
+    with pytest.raises(
+        ValueError, match="unknown loss 'nope'; available: balanced_mae"
+    ):
         get_loss("nope")
     with pytest.raises(TypeError, match="bad arguments"):
         get_loss("bce", dbz_min=0.0)

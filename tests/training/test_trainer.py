@@ -25,7 +25,9 @@ def _weights(path):
 
 
 @pytest.mark.slow
-def test_seeded_runs_repeat_and_checkpoint_loads_for_inference(tiny_radar_file, tmp_path):
+def test_seeded_runs_repeat_and_checkpoint_loads_for_inference(
+    tiny_radar_file, tmp_path
+):
     cfg = compose_config(tiny_overrides(tiny_radar_file, "trainer.max_steps=4"))
     m1 = train(cfg, run_dir=tmp_path / "a")
     m2 = train(cfg, run_dir=tmp_path / "b")
@@ -38,8 +40,12 @@ def test_seeded_runs_repeat_and_checkpoint_loads_for_inference(tiny_radar_file, 
     for name in ("last.pt", "best.pt"):
         assert (tmp_path / "a" / "checkpoints" / name).is_file()
     ck = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
-    assert ck["config"]["data"]["root"] == str(tiny_radar_file)  # test split rebuildable
-    assert ck["step"] == 4 and ck["metrics"]["val_loss"] == pytest.approx(m1["val_loss"])
+    assert ck["config"]["data"]["root"] == str(
+        tiny_radar_file
+    )  # test split rebuildable
+    assert ck["step"] == 4 and ck["metrics"]["val_loss"] == pytest.approx(
+        m1["val_loss"]
+    )
     model = load_forecaster(tmp_path / "a" / "checkpoints" / "last.pt")
     assert not model.training
     forecast = model.predict(torch.rand(2, 2, 1, 16, 16), 3)
@@ -64,9 +70,18 @@ def test_crash_and_resume_matches_uninterrupted(tiny_radar_file, tmp_path):
             raise KeyboardInterrupt("simulated kill")
 
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, run_dir=tmp_path / "runs" / "first", callbacks=Callbacks(on_step_end=crash))
-    assert load_checkpoint(tmp_path / "runs" / "first" / "checkpoints" / "last.pt")["step"] == 4
-    resume_cfg = compose_config(tiny_overrides(tiny_radar_file, *extra, "trainer.resume=true"))
+        train(
+            cfg,
+            run_dir=tmp_path / "runs" / "first",
+            callbacks=Callbacks(on_step_end=crash),
+        )
+    assert (
+        load_checkpoint(tmp_path / "runs" / "first" / "checkpoints" / "last.pt")["step"]
+        == 4
+    )
+    resume_cfg = compose_config(
+        tiny_overrides(tiny_radar_file, *extra, "trainer.resume=true")
+    )
     resumed = train(resume_cfg, run_dir=tmp_path / "runs" / "second")
     assert resumed["step"] == full["step"] == 8
     assert resumed["epoch"] == full["epoch"]
@@ -88,21 +103,29 @@ def test_nonfinite_loss_stops_or_skips(tiny_radar_file, tmp_path):
     extra = ("trainer.max_steps=4", "trainer.checkpoint_every_n_steps=1")
     cfg = compose_config(tiny_overrides(tiny_radar_file, *extra))
     with pytest.raises(NonFiniteLossError, match="non-finite loss .* at step 3"):
-        train(cfg, run_dir=tmp_path / "stop", callbacks=Callbacks(on_loss=_nan_at_step_3))
+        train(
+            cfg, run_dir=tmp_path / "stop", callbacks=Callbacks(on_loss=_nan_at_step_3)
+        )
     ck = load_checkpoint(tmp_path / "stop" / "checkpoints" / "last.pt")
     assert ck["step"] == 2  # the last good step; nothing written after the NaN
     assert all(torch.isfinite(v).all() for v in ck["model"].values())
 
-    cfg = compose_config(tiny_overrides(tiny_radar_file, *extra, "trainer.nonfinite=skip"))
+    cfg = compose_config(
+        tiny_overrides(tiny_radar_file, *extra, "trainer.nonfinite=skip")
+    )
     with pytest.warns(RuntimeWarning, match="skipping the step"):
-        m = train(cfg, run_dir=tmp_path / "skip", callbacks=Callbacks(on_loss=_nan_at_step_3))
+        m = train(
+            cfg, run_dir=tmp_path / "skip", callbacks=Callbacks(on_loss=_nan_at_step_3)
+        )
     assert m["nonfinite_skips"] == 1 and m["step"] == 4 and math.isfinite(m["val_loss"])
     ck = load_checkpoint(tmp_path / "skip" / "checkpoints" / "last.pt")
     assert all(torch.isfinite(v).all() for v in ck["model"].values())
     assert [r["step"] for r in _rows(tmp_path / "skip")] == ["1", "2", "4"]
 
 
-def test_early_stopping_and_test_evaluation_hook(tiny_radar_file, tmp_path, monkeypatch):
+def test_early_stopping_and_test_evaluation_hook(
+    tiny_radar_file, tmp_path, monkeypatch
+):
     # lr = 0: the validation loss never improves, so patience 1 stops at the second
     # validation (end of epoch 2 = step 8) although max_steps allows 20.
     calls = []
