@@ -1,8 +1,9 @@
+import numpy as np
 import pytest
 import torch
 
 from nowcast.baselines import Persistence, Rover
-from nowcast.evaluation.metrics import MetricAccumulator
+from nowcast.evaluation.metrics import MetricAccumulator, dbz_to_grey
 from nowcast.forecast import Forecaster
 
 
@@ -63,3 +64,23 @@ def test_rover_input_errors():
         Rover(method="lucas")
     with pytest.raises(ValueError, match="at least 2 time step"):
         Rover().predict(torch.zeros(1, 1, 1, 8, 8), 2)
+
+
+@pytest.mark.slow
+def test_rover_beats_persistence_on_the_synthetic_data_set():
+    # raw frames of the embedded synthetic radar (96 px, seed 2), two windows of
+    # 5 + 15 frames; measured CSI at 0.5 mm/h: persistence 0.40, ROVER1-3 0.63-0.66
+    synthetic = pytest.importorskip("nowcast.data.synthetic")
+    ds = synthetic.make_synthetic_radar(n_days=1, frames_per_day=60, size=96, seed=2)
+    grey = np.nan_to_num(dbz_to_grey(ds["intensity"].values), nan=0.0).clip(0, 1)
+    g = torch.from_numpy(grey).float()
+    seqs = torch.stack([g[s : s + 20] for s in (20, 40)])[:, :, None]
+    csi = {}
+    for name, fc in {
+        "p": Persistence(),
+        **{v: Rover(variant=v) for v in (1, 2, 3)},
+    }.items():
+        acc = MetricAccumulator()
+        acc.update(fc.predict(seqs[:, :5], 15), seqs[:, 5:])
+        csi[name] = acc.compute()["csi"]
+    assert min(csi[1], csi[2], csi[3]) > csi["p"] + 0.15, csi
