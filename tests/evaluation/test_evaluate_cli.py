@@ -1,0 +1,141 @@
+"""End-to-end tests of `scripts/evaluate.py` on a tiny processed archive."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from hydra import compose, initialize_config_dir
+
+from nowcast.data.radar import make_radar_dataset, write_radar
+from nowcast.training.trainer import train
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = str(ROOT / "configs")
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_script", ROOT / "scripts" / "evaluate.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+evaluate_script = _load_script()
+
+
+def _fake_processed(path: Path, size: int) -> Path:
+    """One day of a blob moving one pixel per frame to the right (grey levels)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    t = np.arange(240, dtype=np.float32)[:, None, None]
+    frames = np.exp(-((yy - size / 2) ** 2 + (xx - (t % size)) ** 2) / (2 * 3.0**2))
+    times = np.datetime64("2015-06-01T00:00") + np.arange(240) * np.timedelta64(6, "m")
+    ds = make_radar_dataset(frames.astype(np.float32), times, units="1")
+    ds["noise_mask"] = xr.DataArray(np.zeros((size, size), np.uint8), dims=("y", "x"))
+    ds.attrs.update(zmin=-10.0, zmax=60.0, source_units="dBZ")
+    return write_radar(ds, path)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    return _fake_processed(tmp_path_factory.mktemp("eval") / "processed.nc", 16)
+
+
+def _eval_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="evaluate", overrides=list(overrides))
+
+
+def _data_overrides(archive: Path) -> list[str]:
+    return [
+        "data=hko",
+        f"data.root={archive}",
+        "data.input_len=3",
+        "data.output_len=4",
+        "data.stride=7",
+        "data.num_workers=0",
+        "evaluation.max_batches=2",
+        "evaluation.batch_size=4",
+        "evaluation.n_examples=1",
+        "~evaluation.baselines.ROVER2",
+        "~evaluation.baselines.ROVER3",
+    ]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(archive, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                "data=hko",
+                f"data.root={archive}",
+                "data.input_len=3",
+                "data.output_len=4",
+                "data.stride=7",
+                "data.batch_size=4",
+                "data.num_workers=0",
+                "model.hidden_channels=[4]",
+                "trainer=debug",
+                "trainer.max_steps=2",
+                "trainer.limit_val_batches=1",
+                "logging.progress_bar=false",
+                "logging.print_summary=false",
+                "evaluate_after_training=false",
+            ],
+        )
+    train(cfg, run_dir=run_dir)
+    return run_dir / "checkpoints" / "best.pt"
+
+
+def test_baselines_alone_write_the_report(archive, tmp_path):
+    cfg = _eval_cfg(*_data_overrides(archive))
+    out = evaluate_script.evaluate(cfg, tmp_path)
+    assert set(out["results"]) == {"Persistence", "ROVER1"}
+    table = (tmp_path / "metrics.md").read_text()
+    assert "| Persistence |" in table and "| ROVER1 |" in table
+    scores = json.loads((tmp_path / "metrics.json").read_text())
+    # 4 lead times, as configured (data.output_len=4)
+    assert len(scores["Persistence"]["csi_by_lead"]) == 4
+    assert list(tmp_path.glob("*.png")), "metric plots were not written"
+    assert len(list((tmp_path / "examples").glob("*.png"))) == 1
+    # the blob moves one pixel per frame: advection must beat persistence
+    assert scores["ROVER1"]["rainfall_mse"] < scores["Persistence"]["rainfall_mse"]
+
+
+def test_checkpoint_is_evaluated_next_to_baselines(archive, checkpoint, tmp_path):
+    cfg = _eval_cfg(f"ckpt_path={checkpoint}", *_data_overrides(archive)[7:])
+    out = evaluate_script.evaluate(cfg, tmp_path)  # data from the checkpoint's config
+    assert set(out["results"]) == {"ConvLSTM", "Persistence", "ROVER1"}
+    assert "| ConvLSTM |" in (tmp_path / "metrics.md").read_text()
+    csi = out["results"]["ConvLSTM"]["csi_by_lead"]
+    assert csi.shape == (4,)
+
+
+def test_missing_and_corrupt_checkpoints_are_explained(archive, tmp_path):
+    cfg = _eval_cfg(f"ckpt_path={tmp_path / 'absent.pt'}", *_data_overrides(archive))
+    with pytest.raises(FileNotFoundError, match="absent.pt"):
+        evaluate_script.evaluate(cfg, tmp_path)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    cfg = _eval_cfg(f"ckpt_path={bad}", *_data_overrides(archive))
+    with pytest.raises(ValueError, match="bad.pt.*corrupt"):
+        evaluate_script.evaluate(cfg, tmp_path)
+
+
+def test_data_that_does_not_fit_the_checkpoint_is_rejected(checkpoint, tmp_path):
+    odd = _fake_processed(tmp_path / "odd.nc", 15)  # 15 is not divisible by patch 2
+    cfg = _eval_cfg(f"ckpt_path={checkpoint}", *_data_overrides(odd))
+    with pytest.raises(ValueError, match="15x15.*divisible by its patch size 2"):
+        evaluate_script.evaluate(cfg, tmp_path)
+    assert (
+        torch.load(checkpoint, weights_only=False)["config"]["data"]["input_len"] == 3
+    )
