@@ -191,3 +191,35 @@ def test_committed_notebook_has_no_outputs() -> None:
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
     # the first code cell holds the checkpoint path and its override
     assert "NOWCAST_CKPT" in code[0].source and "best.pt" in code[0].source
+
+
+@pytest.mark.slow
+def test_readme_figures_script(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import importlib.util
+
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location(
+        "make_readme_figures", REPO / "scripts" / "make_readme_figures.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    paths = script.main(
+        ["--ckpt", str(tiny_checkpoint), "--out", str(tmp_path), "--batches", "1"]
+    )
+    assert set(paths) == {"strip", "metrics"}
+    sizes = {}
+    for key, path in paths.items():
+        assert path.parent == tmp_path and path.stat().st_size < script.MAX_BYTES
+        with Image.open(path) as im:
+            assert im.format == "PNG"
+            sizes[key] = im.size
+            # the radar palette's colours are drawn (not a blank page)
+            colours = np.asarray(im.convert("RGB")).reshape(-1, 3)
+            assert len(np.unique(colours, axis=0)) > 20
+    # strip: 5 rows (inputs, truth, model, ROVER, persistence) of 3 columns: tall;
+    # metrics: 5 panels, 3 a row: wide
+    assert sizes["strip"][1] > sizes["strip"][0]
+    assert sizes["metrics"][0] > sizes["metrics"][1]
+    with pytest.raises(FileNotFoundError, match="scripts/train.py"):
+        script.newest_checkpoint(tmp_path / "no_runs")
