@@ -156,6 +156,6 @@ class EncoderForecaster(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return torch.sigmoid(self.forward(inputs, n_steps))
+            return torch.sigmoid(self.forward(inputs, n_steps)).to(inputs.dtype)
         finally:
             self.train(was_training)

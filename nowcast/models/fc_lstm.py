@@ -221,6 +221,6 @@ class FCLSTM(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return torch.sigmoid(self.forward(inputs, n_steps))
+            return torch.sigmoid(self.forward(inputs, n_steps)).to(inputs.dtype)
         finally:
             self.train(was_training)

@@ -113,6 +113,7 @@ def test_errors():
         no_input(x)
 
 
+@pytest.mark.slow
 def test_compiles_without_graph_breaks():
     # fullgraph=True raises on any graph break; the "eager" backend traces with
     # dynamo only (no C++ compiler needed), so this checks the time loop is clean.
