@@ -458,26 +458,64 @@ def monthly_means(
     return means, uniq
 
 
+def _noise_clusters(
+    levels: np.ndarray,
+    fractions: np.ndarray,
+    threshold: float,
+    gap_ratio: float,
+    max_fraction: float,
+) -> list[int]:
+    """Clusters above the widest gap between sorted cluster levels, if they stand out.
+
+    ``levels`` are the centroids' weakest monthly means. The candidates are the
+    clusters above the widest gap between consecutive sorted levels; they are noise
+    when that gap is at least ``gap_ratio`` times every gap below it (rain levels form
+    a continuum, clutter lies beyond a gap), their lowest level exceeds ``threshold``
+    and together they hold at most ``max_fraction`` of the pixels. Otherwise none is.
+    """
+    order = np.argsort(levels)
+    gaps = np.diff(levels[order])
+    if gaps.size == 0:
+        return []
+    cut = int(np.argmax(gaps))
+    upper = order[cut + 1 :]
+    below = float(gaps[:cut].max()) if cut > 0 else 0.0
+    if (
+        gaps[cut] >= gap_ratio * below
+        and levels[upper].min() > threshold
+        and fractions[upper].sum() <= max_fraction
+    ):
+        return sorted(int(c) for c in upper)
+    return []
+
+
 class NoiseMask:
     """Persistent noisy pixels (ground clutter) found by K-Means on monthly means.
 
     Shi et al. (2015) remove "noisy pixels" found by K-Means clustering of the
     monthly pixel averages. Each pixel is described by its mean intensity in each
     month (a vector of length M); K-Means (scikit-learn) groups the pixels into
-    ``n_clusters`` clusters; a cluster is noise when it is small (at most
-    ``max_fraction`` of the pixels) and persistently bright: its centroid exceeds the
-    typical pixel in *every* month, by more than ``z_threshold`` robust standard
-    deviations (median + z * 1.4826 * MAD of the pixels' mean over months). Rain moves
-    and changes from month to month, clutter stays: its monthly means stand out.
+    ``n_clusters`` clusters, each summarised by its weakest month (clutter is bright
+    in every month, rain comes and goes). Sorted by that level, the clusters above the
+    widest gap are noise when they stand apart: the gap is at least ``gap_ratio``
+    times every gap below it, their level exceeds the median pixel by ``z_threshold``
+    robust standard deviations (1.4826 * MAD of the pixels' mean over months) and
+    together they hold at most ``max_fraction`` of the pixels. Otherwise nothing is
+    masked. The gap rule keeps the heavy-rain tail of a short archive (clusters of
+    often-rained-on pixels) out of the mask: rain levels form a continuum, persistent
+    clutter lies beyond a gap.
 
     Parameters
     ----------
     n_clusters : int
         K-Means clusters (>= 2).
     z_threshold : float
-        Robust z-score a cluster's weakest month must exceed to count as noise.
+        Robust z-score above the median that the noise clusters' level must exceed.
+    gap_ratio : float
+        How many times wider than every gap below it the gap under the noise clusters
+        must be.
     max_fraction : float
-        Largest fraction of the pixels a noise cluster may hold.
+        Largest fraction of the pixels the noise clusters may hold together.
     max_samples : int
         K-Means is fitted on at most this many randomly drawn pixels, then every pixel
         is assigned to its nearest centroid.
@@ -492,8 +530,9 @@ class NoiseMask:
 
     def __init__(
         self,
-        n_clusters: int = 3,
+        n_clusters: int = 6,
         z_threshold: float = 5.0,
+        gap_ratio: float = 2.5,
         max_fraction: float = 0.2,
         max_samples: int = 200_000,
         seed: int = 0,
@@ -504,6 +543,7 @@ class NoiseMask:
             raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
         self.n_clusters = int(n_clusters)
         self.z_threshold = float(z_threshold)
+        self.gap_ratio = float(gap_ratio)
         self.max_fraction = float(max_fraction)
         self.max_samples = int(max_samples)
         self.seed = int(seed)
@@ -518,6 +558,7 @@ class NoiseMask:
         return {
             "n_clusters": self.n_clusters,
             "z_threshold": self.z_threshold,
+            "gap_ratio": self.gap_ratio,
             "max_fraction": self.max_fraction,
             "max_samples": self.max_samples,
             "seed": self.seed,
@@ -569,12 +610,13 @@ class NoiseMask:
         self.threshold = center + self.z_threshold * spread
         fractions = np.bincount(labels, minlength=self.n_clusters) / labels.size
         self.centroids = km.cluster_centers_
-        self.noise_clusters = [
-            int(c)
-            for c in range(self.n_clusters)
-            if fractions[c] <= self.max_fraction
-            and self.centroids[c].min() > self.threshold
-        ]
+        self.noise_clusters = _noise_clusters(
+            self.centroids.min(axis=1),
+            fractions,
+            self.threshold,
+            self.gap_ratio,
+            self.max_fraction,
+        )
         self.mask = np.isin(labels, self.noise_clusters).reshape(h, w)
         self.months = months
         return self

@@ -71,7 +71,7 @@ DEFAULT_PREPROCESS: dict = {
     "crop_size": 165,
     "disk_radius": 5,
     "resize_to": 64,
-    "noise_mask": {"n_clusters": 3},
+    "noise_mask": {"n_clusters": 6},
     "chunk_time": 64,
 }
 
@@ -128,6 +128,12 @@ def _clutter(
     rng: np.random.Generator, size: int, fraction: float, inside: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fixed ground clutter: mask (H, W) bool, level dBZ and presence probability."""
+    if fraction <= 0:
+        return (
+            np.zeros((size, size), bool),
+            np.full((size, size), np.nan),
+            np.zeros((size, size)),
+        )
     n_target = max(1, round(fraction * size * size))
     n_blobs = max(1, n_target // 6)
     centres = rng.uniform(0.1 * size, 0.9 * size, size=(n_blobs, 2))
