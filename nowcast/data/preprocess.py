@@ -589,6 +589,7 @@ class NoiseMask:
             ``self``, with :attr:`mask` set.
         """
         from sklearn.cluster import KMeans
+        from threadpoolctl import threadpool_limits
 
         means, months = monthly_means(data, times, chunk_time, transform, progress)
         m, h, w = means.shape
@@ -601,8 +602,11 @@ class NoiseMask:
         if x.shape[0] > self.max_samples:
             sample = x[rng.choice(x.shape[0], self.max_samples, replace=False)]
         km = KMeans(n_clusters=self.n_clusters, n_init=4, random_state=self.seed)
-        km.fit(sample)
-        labels = km.predict(x)
+        # one thread: the problem is small (pixels x months), and OpenMP threads
+        # only add synchronisation cost (10-20x slower on a busy 2-core machine)
+        with threadpool_limits(1):
+            km.fit(sample)
+            labels = km.predict(x)
         pixel_mean = x.mean(axis=1)
         center = float(np.median(pixel_mean))
         spread = 1.4826 * float(np.median(np.abs(pixel_mean - center)))
