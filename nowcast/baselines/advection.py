@@ -28,32 +28,57 @@ __all__ = ["semi_lagrangian", "INTERPOLATIONS"]
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
 
 
-def _pixel_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
-    """(1, 2, H, W) pixel coordinates: channel 0 = x (column), channel 1 = y (row)."""
-    ys = torch.arange(h, dtype=torch.float32, device=device)
-    xs = torch.arange(w, dtype=torch.float32, device=device)
+def _norm_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """(1, 2, h, w) grid_sample coordinates (align_corners=True): x then y in [-1, 1]."""
+    ys = torch.linspace(-1.0, 1.0, h, device=device)
+    xs = torch.linspace(-1.0, 1.0, w, device=device)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack((gx, gy))[None]
 
 
-def _to_normalised(pos: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(B, 2, H, W) pixel positions -> (B, H, W, 2) grid in [-1, 1] (align_corners)."""
-    scale = torch.tensor(
-        [2.0 / (w - 1), 2.0 / (h - 1)], dtype=pos.dtype, device=pos.device
-    )
-    return (pos * scale[None, :, None, None] - 1.0).permute(0, 2, 3, 1)
-
-
-def _sample_flow(flow: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """Flow (B, 2, H, W) interpolated at pixel positions pos (B, 2, H, W)."""
-    h, w = flow.shape[-2:]
+def _sample(field: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Field (B, C, H, W) interpolated at normalised positions pos (B, 2, h, w)."""
     return F.grid_sample(
-        flow,
-        _to_normalised(pos, h, w),
+        field,
+        pos.permute(0, 2, 3, 1),
         mode="bilinear",
         padding_mode="border",  # motion outside the domain: that of the nearest edge
         align_corners=True,
     )
+
+
+def _displacements(
+    flow: torch.Tensor, n_steps: int, resolution: int | None
+) -> torch.Tensor:
+    """Backward displacements D_1..D_n (B, n, 2, H, W) of normalised flow (B, 2, H, W).
+
+    Integrated on a grid of at most ``resolution`` pixels a side (then upsampled
+    bilinearly), which is accurate for the smooth flows of optical-flow estimators
+    and saves most of the cost at radar sizes (480x480).
+    """
+    b, _, h, w = flow.shape
+    hc, wc = h, w
+    if resolution is not None and max(h, w) > resolution:
+        f = max(h, w) / resolution
+        hc, wc = max(2, round(h / f)), max(2, round(w / f))
+        flow = F.interpolate(flow, size=(hc, wc), mode="bilinear", align_corners=True)
+    base = _norm_grid(hc, wc, flow.device)
+    disp = torch.zeros_like(flow)
+    vel = flow
+    out = []
+    for _ in range(n_steps):
+        vel = _sample(flow, base - disp - 0.5 * vel)  # midpoint of the last step
+        disp = disp + vel
+        out.append(disp)
+    d = torch.stack(out, dim=1)  # (B, n, 2, hc, wc)
+    if (hc, wc) != (h, w):
+        d = F.interpolate(
+            d.view(b, n_steps * 2, hc, wc),
+            size=(h, w),
+            mode="bilinear",
+            align_corners=True,
+        ).view(b, n_steps, 2, h, w)
+    return d
 
 
 def semi_lagrangian(
@@ -62,6 +87,7 @@ def semi_lagrangian(
     n_steps: int,
     fill_value: float = 0.0,
     interpolation: str = "bilinear",
+    trajectory_resolution: int | None = None,
 ) -> torch.Tensor:
     """Extrapolate ``frame`` ``n_steps`` time steps along ``flow`` (backward scheme).
 
@@ -82,6 +108,12 @@ def semi_lagrangian(
         Interpolation of the frame at the departure points. Bilinear conserves the
         mass of an interior field under uniform translation; bicubic is sharper but can
         overshoot (clip the result if needed).
+    trajectory_resolution : int or None
+        If given, trajectories of a spatially varying flow are integrated on a grid of
+        at most this many pixels a side and their displacements upsampled bilinearly:
+        about 1.4x faster at 480x480 with 128, for displacement errors of ~0.001 px
+        on average but up to ~0.3 px where trajectories leave the domain. ``None``
+        (default): at full resolution. A uniform flow is always exact.
 
     Returns
     -------
@@ -125,24 +157,28 @@ def semi_lagrangian(
         )
     device = frame.device
     flow = flow.to(device=device, dtype=torch.float32)
-    src = frame.to(torch.float32) - float(fill_value)  # zero padding == fill_value
-
-    base = _pixel_grid(h, w, device)
-    uniform = bool((flow == flow[:, :, :1, :1]).all())
-    disp = torch.zeros_like(flow)
-    vel = flow
-    grids = []
-    for k in range(1, n_steps + 1):
-        if uniform:
-            disp = flow * k  # exact for a spatially constant flow
-        else:
-            vel = _sample_flow(flow, base - disp - 0.5 * vel)
-            disp = disp + vel
-        grids.append(_to_normalised(base - disp, h, w))
-    # one grid_sample for all leads: grids side by side along the width
-    grid = torch.cat(grids, dim=2)  # (B, H, n_steps * W, 2)
+    src = frame.to(torch.float32)
+    if fill_value:
+        src = src - float(fill_value)  # zero padding == fill_value
+    # work in grid_sample's normalised coordinates: pixel i -> 2 i / (n - 1) - 1
+    scale = torch.tensor([2.0 / (w - 1), 2.0 / (h - 1)], device=device)
+    flow_n = flow * scale[None, :, None, None]
+    steps = torch.arange(1, n_steps + 1, dtype=torch.float32, device=device)
+    if bool((flow_n == flow_n[:, :, :1, :1]).all()):  # uniform: D_k = k V exactly
+        disp = steps[None, :, None, None, None] * flow_n[:, None, :, :1, :1]
+    else:
+        disp = _displacements(flow_n, n_steps, trajectory_resolution)
+    pos = _norm_grid(h, w, device)[:, None] - disp  # (B, n, 2, H, W) departure points
+    grid = pos.expand(b, n_steps, 2, h, w).permute(0, 1, 3, 4, 2)  # (B, n, H, W, 2)
+    # one grid_sample for all leads: each lead is a batch item over the same frame
     out = F.grid_sample(
-        src, grid, mode=interpolation, padding_mode="zeros", align_corners=True
-    )  # (B, C, H, n_steps * W)
-    out = out.view(b, c, h, n_steps, w).permute(0, 3, 1, 2, 4) + float(fill_value)
-    return out.to(frame.dtype).contiguous()
+        src[:, None].expand(b, n_steps, c, h, w).reshape(b * n_steps, c, h, w),
+        grid.reshape(b * n_steps, h, w, 2),
+        mode=interpolation,
+        padding_mode="zeros",
+        align_corners=True,
+    )
+    out = out.view(b, n_steps, c, h, w)
+    if fill_value:
+        out = out + float(fill_value)
+    return out.to(frame.dtype)
