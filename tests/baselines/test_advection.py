@@ -85,3 +85,15 @@ def test_input_errors():
         semi_lagrangian(frame, flow, 0)
     with pytest.raises(ValueError, match="interpolation must be one of"):
         semi_lagrangian(frame, flow, 2, interpolation="spline")
+
+
+@pytest.mark.gpu
+def test_runs_on_the_gpu_like_on_the_cpu():
+    torch.manual_seed(0)
+    frame = torch.rand(2, 1, 32, 40)
+    y, x = torch.meshgrid(torch.arange(32.0), torch.arange(40.0), indexing="ij")
+    flow = torch.stack((0.7 + 0.02 * y, -0.3 + 0.01 * x))[None].repeat(2, 1, 1, 1)
+    cpu = semi_lagrangian(frame, flow, 5)
+    gpu = semi_lagrangian(frame.cuda(), flow.cuda(), 5)
+    assert gpu.is_cuda
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
