@@ -153,9 +153,11 @@ def _clutter(
 
 
 def _day(
-    rng: np.random.Generator, size: int, n_frames: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """One day of rain (n_frames, size, size) dBZ and its velocity field (size, size)."""
+    rng: np.random.Generator, out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Fill ``out`` (n_frames, size, size) with one day of rain in dBZ; return its
+    velocity field ``u``, ``v`` (size, size) and parameters."""
+    n_frames, size = out.shape[0], out.shape[1]
     scale = size / 480.0
     speed = rng.uniform(1.0, 3.5) * scale
     direction = rng.uniform(0, 2 * np.pi)
@@ -211,7 +213,6 @@ def _day(
         np.sin(a_cores).astype(np.float32),
     )
     thr = thr.astype(np.float32)
-    out = np.empty((n_frames, size, size), dtype=np.float32)
     for i in range(n_frames):
         m = maps[i]
         f = cv2.remap(
@@ -244,7 +245,7 @@ def _day(
         "band_weight": round(float(w_band), 3),
         "peak_step": round(float(peak), 1),
     }
-    return out, u, v, params
+    return u, v, params
 
 
 # --------------------------------------------------------------------------------------
@@ -320,15 +321,14 @@ def make_synthetic_radar(
     inside = radius <= size / 2
     clutter, level, presence = _clutter(rng_site, size, clutter_fraction, inside)
 
-    frames, us, vs, day_params = [], [], [], []
-    for rng in rng_days:
-        f, u, v, p = _day(rng, size, frames_per_day)
-        frames.append(f)
+    n_t = n_days * frames_per_day
+    data = np.empty((n_t, size, size), dtype=np.float32)
+    us, vs, day_params = [], [], []
+    for d, rng in enumerate(rng_days):
+        u, v, p = _day(rng, data[d * frames_per_day : (d + 1) * frames_per_day])
         us.append(u)
         vs.append(v)
         day_params.append(p)
-    data = np.concatenate(frames)
-    n_t = data.shape[0]
 
     # speckle: single pixels, new every frame (flat indices into the whole cube)
     n_speckle = rng_noise.poisson(speckle_rate * data.size)
