@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, tiny_overrides
+from training_helpers import compose_config, tiny_overrides
 
 from nowcast.training import train
 from nowcast.training.checkpoint import load_checkpoint

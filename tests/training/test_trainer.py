@@ -9,7 +9,7 @@ import types
 
 import pytest
 import torch
-from conftest import compose_config, tiny_overrides
+from training_helpers import compose_config, tiny_overrides
 
 from nowcast.training import Callbacks, NonFiniteLossError, load_forecaster, train
 from nowcast.training.checkpoint import load_checkpoint

@@ -1,11 +1,10 @@
-"""Fixtures of the training tests: a tiny processed radar archive and config composer."""
+"""Helpers of the training tests: a tiny processed radar archive and config composer."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pytest
 import xarray as xr
 from hydra import compose, initialize_config_dir
 
@@ -39,11 +38,6 @@ def write_fake_processed(
     ds["noise_mask"] = xr.DataArray(noise, dims=("y", "x"))
     ds.attrs.update(zmin=-10.0, zmax=60.0, source_units="dBZ")
     return write_radar(ds, path)
-
-
-@pytest.fixture(scope="session")
-def tiny_radar_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_fake_processed(tmp_path_factory.mktemp("radar") / "processed.nc")
 
 
 def compose_config(overrides: list[str], config_name: str = "train"):
