@@ -93,10 +93,11 @@ def main(argv: list[str] | None = None) -> dict:
     config = {"_target_": "nowcast.baselines.Rover", "variant": 1, **FIXED}
     config.update(n_flow_frames=None, **best, finest_scale="auto")
     header = (
-        f"# ROVER flow parameters shared by rover1/2/3.yaml, tuned by scripts/tune_rover.py"
+        "# ROVER flow parameters shared by rover1/2/3.yaml, tuned by "
+        "scripts/tune_rover.py"
         f"\n# on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, validation split of "
         f"{args.data}\n# (ROVER{args.variant}, {len(val)} windows"
-        f"{'' if args.max_batches is None else f', first {args.max_batches} batches'}): "
+        f"{'' if args.max_batches is None else f', {args.max_batches} batches'}): "
         f"CSI {results[f'rover{ranked[0]}']['csi']:.4f}.\n"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)

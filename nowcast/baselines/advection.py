@@ -29,7 +29,7 @@ INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
 
 
 def _norm_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
-    """(1, 2, h, w) grid_sample coordinates (align_corners=True): x then y in [-1, 1]."""
+    """(1, 2, h, w) grid_sample coordinates (align_corners): x, y in [-1, 1]."""
     ys = torch.linspace(-1.0, 1.0, h, device=device)
     xs = torch.linspace(-1.0, 1.0, w, device=device)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")

@@ -41,7 +41,7 @@ __all__ = [
     "TEMPORAL_MODES",
 ]
 
-#: How the flows of the consecutive input pairs are combined (see :func:`estimate_flow`).
+#: How the flows of consecutive input pairs are combined (see :func:`estimate_flow`).
 TEMPORAL_MODES = ("last", "chain", "mean")
 
 # A flow method maps (prev uint8 (H, W), next uint8 (H, W), **params) -> flow (H, W, 2)
@@ -256,7 +256,8 @@ def _to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
         x = x.mean(dim=2) if x.shape[2] > 1 else x[:, :, 0]
     elif x.ndim != 4:
         raise ValueError(
-            f"frames must be (B, T, H, W) or (B, T, C, H, W), got shape {tuple(x.shape)}"
+            "frames must be (B, T, H, W) or (B, T, C, H, W), got shape "
+            f"{tuple(x.shape)}"
         )
     if x.shape[1] < 2:
         raise ValueError(
@@ -296,7 +297,8 @@ def estimate_flow(
         * ``"mean"``: as ``"chain"``, then the mean of all pairs' flows, a temporally
           smoothed motion (ROVER3).
     **params
-        Keyword parameters of the method (see its docstring, e.g. :func:`dis_variational`).
+        Keyword parameters of the method (see its docstring, e.g.
+        :func:`dis_variational`).
 
     Returns
     -------

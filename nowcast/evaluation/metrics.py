@@ -1,4 +1,4 @@
-"""The paper's verification metrics: Z-R conversion, contingency scores, rainfall errors.
+"""The paper's verification metrics: Z-R conversion, contingency scores, rain errors.
 
 Forecasts and observations arrive as normalised grey levels ``P`` in [0, 1]. They are
 converted to rain rate in mm/h (Shi et al. 2015, Sec. 4.2; Shi et al. 2017 for HKO-7):
@@ -13,7 +13,8 @@ and scored per lead time with
 * ``bias``: mean of forecast minus observed rain rate, mm/h (additive bias; the
   frequency bias of the rain/no-rain events is ``fbias@thr``);
 * ``csi``, ``far``, ``pod`` at a rain threshold (event = rain rate >= threshold):
-  CSI = hits / (hits + misses + false alarms), FAR = false alarms / (hits + false alarms),
+  CSI = hits / (hits + misses + false alarms),
+  FAR = false alarms / (hits + false alarms),
   POD = hits / (hits + misses);
 * ``correlation``: the paper's sum(P*T) / sqrt(sum(P^2) * sum(T^2) + 1e-9) of forecast P
   and truth T, computed on rain rate like the other scores.
@@ -100,7 +101,7 @@ def grey_to_dbz(
 def dbz_to_grey(
     dbz: ArrayLike, dbz_min: float = -10.0, dbz_max: float = 60.0
 ) -> ArrayLike:
-    """Reflectivity (dBZ) -> normalised grey level, the inverse of :func:`grey_to_dbz`."""
+    """Reflectivity (dBZ) -> normalised grey level, inverse of :func:`grey_to_dbz`."""
     return (dbz - dbz_min) / (dbz_max - dbz_min)
 
 
@@ -124,7 +125,7 @@ def dbz_to_rainrate(dbz: ArrayLike, a: float = 58.53, b: float = 1.56) -> ArrayL
 
 
 def rainrate_to_dbz(r: ArrayLike, a: float = 58.53, b: float = 1.56) -> ArrayLike:
-    """Rain rate (mm/h, > 0) -> reflectivity (dBZ), the inverse of :func:`dbz_to_rainrate`."""
+    """Rain rate (mm/h, > 0) -> dBZ, the inverse of :func:`dbz_to_rainrate`."""
     _check_zr(a, b)
     log10 = torch.log10 if isinstance(r, torch.Tensor) else np.log10
     return 10.0 * math.log10(a) + 10.0 * b * log10(r)
@@ -142,7 +143,7 @@ def grey_to_rainrate(
 
 
 def threshold_key(metric: str, threshold: float) -> str:
-    """Result key of a thresholded score, e.g. ``threshold_key("csi", 2.0) == "csi@2"``."""
+    """Key of a thresholded score: ``threshold_key("csi", 2.0) == "csi@2"``."""
     return f"{metric}@{float(threshold):g}"
 
 
@@ -151,9 +152,9 @@ def _check_zr(a: float, b: float) -> None:
         raise ValueError(f"Z-R coefficients a and b must be > 0, got a={a!r}, b={b!r}")
 
 
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # The accumulator
-# ---------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 _COUNT_NAMES = ("hits", "misses", "false_alarms")
 _SUM_NAMES = ("n", "se", "ae", "err", "pt", "pp", "tt")
@@ -299,7 +300,7 @@ class MetricAccumulator:
             self._state = self._init_state(n_leads, device)
         elif self.n_leads != n_leads:
             raise ValueError(
-                f"every batch must have the same number of lead times; this accumulator "
+                "every batch must have the same number of lead times; this accumulator "
                 f"holds {self.n_leads}, got {n_leads} (shape {tuple(pred.shape)})"
             )
         st = self._state
@@ -361,7 +362,7 @@ class MetricAccumulator:
                 st[f"frame_{name}_count"][k] += ok.to(dt).sum(0)
 
     def merge(self, other: MetricAccumulator) -> MetricAccumulator:
-        """Add another accumulator's counts into this one (in place); returns ``self``."""
+        """Add another accumulator's counts into this one (in place); return self."""
         if not isinstance(other, MetricAccumulator):
             raise TypeError(
                 f"can only merge a MetricAccumulator, got {type(other).__name__}"
@@ -378,7 +379,8 @@ class MetricAccumulator:
             return self
         if self.n_leads != other.n_leads:
             raise ValueError(
-                f"cannot merge accumulators over {self.n_leads} and {other.n_leads} leads"
+                f"cannot merge accumulators over {self.n_leads} and {other.n_leads} "
+                "leads"
             )
         for k, v in self._state.items():
             v += other._state[k].to(device=v.device, dtype=v.dtype)
@@ -396,7 +398,8 @@ class MetricAccumulator:
             return self
         if self._state is None:
             raise RuntimeError(
-                "all_reduce needs at least one update() on every rank before it is called"
+                "all_reduce needs at least one update() on every rank before it is "
+                "called"
             )
         for name in sorted(self._state):
             dist.all_reduce(self._state[name], op=dist.ReduceOp.SUM)

@@ -5,7 +5,7 @@ from nowcast.baselines import semi_lagrangian
 
 
 def _shift(frame: torch.Tensor, dx: int, dy: int, fill: float = 0.0) -> torch.Tensor:
-    """Frame (..., H, W) moved by dx columns right and dy rows down, ``fill`` entering."""
+    """Frame (..., H, W) moved dx columns right, dy rows down, ``fill`` entering."""
     out = torch.full_like(frame, fill)
     h, w = frame.shape[-2:]
     ys, yd = (

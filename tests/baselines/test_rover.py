@@ -38,7 +38,8 @@ def test_rover_on_exact_translation_matches_truth(blobs):
 
 def test_rover_beats_persistence_on_moving_fields(blobs):
     # translating + rotating blobs, 5 inputs and 15 leads as in the paper; CSI at the
-    # paper's 0.5 mm/h over the 15 leads (measured: persistence 0.27, ROVER1-3 0.87-0.91)
+    # paper's 0.5 mm/h over the 15 leads (measured: persistence 0.27,
+    # ROVER1-3 0.87-0.91)
     seqs = torch.cat(
         [
             blobs(size=48, n_frames=20, velocity=(1.2, -0.7), omega=0.02, seed=s)

@@ -133,8 +133,8 @@ def test_write_report_plots(tmp_path):
 
 
 def test_markdown_table_nan_and_paper_constant():
-    res = {"m": {"rainfall_mse": math.nan, "csi": 0.5, "far": 0.1, "pod": 0.6,
-                 "correlation": 0.9, "thresholds": [0.5], "notes": ["a note"]}}  # fmt: skip
+    scores = dict(rainfall_mse=math.nan, csi=0.5, far=0.1, pod=0.6, correlation=0.9)
+    res = {"m": {**scores, "thresholds": [0.5], "notes": ["a note"]}}
     md = markdown_table(res, paper=False)
     assert "| m | nan | 0.500 | 0.100 | 0.600 | 0.900 |" in md and "a note" in md
     assert "ROVER1" not in md
