@@ -620,7 +620,7 @@ def _write_plot(results: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
         name: {m: np.asarray(res[f"{m}_by_lead"]) for m in metrics}
         for name, res in results.items()
     }
-    fig = plot_metrics_by_lead_time(scores, 1.0, metrics=metrics)
+    fig = plot_metrics_by_lead_time(scores, 1.0, metrics=metrics, ncols=2)
     for ax, m in zip(fig.axes, metrics, strict=False):
         ax.set_xlabel("lead time (frames)")
         ax.set_title(SEQUENCE_METRICS[m][1])
