@@ -60,8 +60,8 @@ CONFIGS: dict[str, dict] = {
 }
 #: Smoke-test sizes: same structure, tiny tensors.
 TINY_CONFIGS: dict[str, dict] = {
-    "radar": dict(t_in=3, t_out=4, size=16, patch=2, hidden=[8, 8], kernel=3),
-    "mnist": dict(t_in=3, t_out=3, size=16, patch=4, hidden=[8, 4, 4], kernel=5),
+    "radar": dict(t_in=2, t_out=3, size=8, patch=2, hidden=[4, 4], kernel=3),
+    "mnist": dict(t_in=2, t_out=2, size=8, patch=4, hidden=[4, 2, 2], kernel=5),
 }
 
 
@@ -225,31 +225,52 @@ def timed(step: Callable[[], float], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def peak_step_bytes(step: Callable[[], float], device: torch.device) -> float:
-    """Peak bytes allocated during one step beyond those live before it (docstring)."""
+def peak_step_bytes(
+    steps: dict[str, Callable[[], float]], device: torch.device
+) -> dict[str, float]:
+    """Run every step once; peak bytes allocated during it beyond those live before.
+
+    One ``torch.profiler`` session for all variants on the CPU (its start-up costs
+    seconds), each step inside a ``record_function`` range that tells them apart.
+    """
+    peaks: dict[str, float] = {}
     if device.type == "cuda":
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        torch.cuda.synchronize()
-        return float(torch.cuda.max_memory_allocated() - before)
-    from torch.profiler import ProfilerActivity, profile
+        for v, step in steps.items():
+            torch.cuda.synchronize()
+            before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            step()
+            torch.cuda.synchronize()
+            peaks[v] = float(torch.cuda.max_memory_allocated() - before)
+        return peaks
+    from torch.profiler import ProfilerActivity, profile, record_function
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
+        for v, step in steps.items():
+            with record_function(f"probe::{v}"):
+                step()
+    events = prof.events()
+    ranges = {
+        e.name.removeprefix("probe::"): e.time_range
+        for e in events
+        if e.name.startswith("probe::")
+    }
     # Allocations are attributed to the innermost op (self memory), frees to the op or
     # to "[memory]" events; their running sum in time order is the live-bytes curve at
     # op granularity (temporaries freed inside one op are not seen).
-    events = sorted(
-        (e for e in prof.events() if e.self_cpu_memory_usage),
+    mem = sorted(
+        (e for e in events if e.self_cpu_memory_usage and
+         not e.name.startswith("probe::")),
         key=lambda e: e.time_range.start,
     )
-    live = peak = 0
-    for e in events:
-        live += e.self_cpu_memory_usage
-        peak = max(peak, live)
-    return float(peak)
+    for v, r in ranges.items():
+        live = peak = 0
+        for e in mem:
+            if r.start <= e.time_range.start <= r.end:
+                live += e.self_cpu_memory_usage
+                peak = max(peak, live)
+        peaks[v] = float(peak)
+    return peaks
 
 
 def build_variants(
@@ -330,11 +351,9 @@ def bench_config(
                                            compile_timeout)
     if facts["params_ours"] != facts["params_reference"]:
         raise RuntimeError(f"parameter counts differ: {facts}")
-    peaks = {}
-    for v, step in steps.items():
-        # the untimed warm-up step (allocator, oneDNN primitives, optimiser state) is
-        # also the one whose memory is measured
-        peaks[v] = peak_step_bytes(step, device)
+    # the untimed warm-up step of every variant (allocator, oneDNN primitives,
+    # optimiser state) is also the one whose memory is measured
+    peaks = peak_step_bytes(steps, device)
     times: dict[str, list[float]] = {v: [] for v in steps}
     for r in range(repeats):
         for v, step in steps.items():
