@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nowcast.evaluation.run import build_baselines, evaluate_split, model_label
+from nowcast.evaluation.run import build_baselines, evaluate_datasets, model_label
 from nowcast.training.checkpoint import load_checkpoint, load_forecaster
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -70,17 +70,11 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     if cfg.ckpt_path:
         _check_compatible(model, test, cfg.ckpt_path)
     evaluation = OmegaConf.to_container(cfg.evaluation, resolve=True)
+    if ckpt_config and (ckpt_config.get("evaluation") or {}).get("paper_row"):
+        evaluation.setdefault("paper_row", ckpt_config["evaluation"]["paper_row"])
     forecasters.update(build_baselines(evaluation["baselines"]))
-    n_steps = int(cfg.n_steps or data_cfg.output_len)
-    out = evaluate_split(
-        forecasters,
-        test,
-        out_dir,
-        evaluation=evaluation,
-        n_steps=n_steps,
-        zr_a=float(data_cfg.get("zr_a", 58.53)),
-        zr_b=float(data_cfg.get("zr_b", 1.56)),
-        frame_minutes=float(data_cfg.get("frame_minutes", 6.0)),
+    out = evaluate_datasets(
+        forecasters, datasets, data_cfg, evaluation, out_dir, n_steps=cfg.n_steps
     )
     print((out_dir / "metrics.md").read_text())
     print(f"evaluation written to {out_dir.resolve()}")

@@ -155,7 +155,8 @@ def dis_variational(
         at 1/4 resolution is both about 10x faster and more accurate than at full
         resolution on the synthetic tests.
     patch_size, patch_stride : int
-        Size and stride (pixels) of the patches matched by inverse search.
+        Size and stride (pixels) of the patches matched by inverse search; on frames
+        smaller than twice the patch size, the patch shrinks to half the frame.
     grad_descent_iterations : int
         Gradient-descent iterations of each patch match.
     variational_refinement_iterations : int
@@ -171,6 +172,10 @@ def dis_variational(
     """
     if finest_scale == "auto":
         finest_scale = _auto_finest_scale(prev.shape)
+    if patch_size is not None and patch_size > min(prev.shape) // 2:
+        # DIS cannot match patches larger than half the (small) frame: shrink them
+        patch_size = max(4, min(prev.shape) // 2)
+        patch_stride = None if patch_stride is None else min(patch_stride, patch_size)
     dis = _dis(
         preset,
         finest_scale,

@@ -22,7 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 from nowcast.evaluation.evaluate import evaluate_forecasters, write_report
 from nowcast.forecast import Forecaster
 
-__all__ = ["build_baselines", "resolve_device", "evaluate_split", "run_test_evaluation"]
+__all__ = [
+    "build_baselines",
+    "resolve_device",
+    "evaluate_split",
+    "evaluate_datasets",
+    "run_test_evaluation",
+]
 
 log = logging.getLogger(__name__)
 
@@ -204,16 +210,94 @@ def evaluate_split(
     return {"results": results, "files": files, "out_dir": out_dir}
 
 
+def evaluate_datasets(
+    forecasters: Mapping[str, Forecaster],
+    datasets: Mapping[str, Any],
+    data_cfg: Mapping[str, Any],
+    evaluation: Mapping[str, Any] | None,
+    out_dir: str | Path,
+    n_steps: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate on the test split with the metrics that fit the data's ``kind``.
+
+    Radar data (``kind: radar``, the default) gets the paper's radar metrics
+    (:func:`evaluate_split`); sequence data such as Moving MNIST (``kind: sequence``)
+    gets the per-sequence cross-entropy, MSE/MAE per frame and SSIM of
+    :func:`nowcast.evaluation.sequence_metrics.evaluate_sequences`, also on the
+    out-of-domain split ``test_ood`` when the data set has one (written to
+    ``out_dir / "ood"``).
+
+    Returns
+    -------
+    dict
+        The selected evaluation's output (``results``, ``files``, ``out_dir``), plus
+        ``summary``: a flat dict of the first forecaster's lead-averaged scores (and
+        persistence's, prefixed ``persistence_``) for logs.
+    """
+    ev = {**DEFAULT_EVALUATION, **dict(evaluation or {})}
+    out_dir = Path(out_dir)
+    n_steps = int(
+        n_steps or data_cfg.get("output_len") or datasets["test"][0][1].shape[0]
+    )
+    kind = str(data_cfg.get("kind", "radar") or "radar")
+    if kind == "sequence":
+        from nowcast.evaluation.sequence_metrics import evaluate_sequences
+
+        first = next(iter(forecasters), None)
+        rows = {first: ev["paper_row"]} if first and ev.get("paper_row") else None
+        kwargs = dict(
+            n_steps=n_steps,
+            batch_size=int(ev["batch_size"]),
+            device=resolve_device(ev["device"]),
+            max_batches=ev["max_batches"],
+            progress=progress,
+            model_rows=rows,
+        )
+        out = evaluate_sequences(forecasters, datasets["test"], out_dir, **kwargs)
+        if "test_ood" in datasets:
+            out["ood"] = evaluate_sequences(
+                forecasters, datasets["test_ood"], out_dir / "ood", **kwargs
+            )
+        keys = ("cross_entropy", "mse", "mae", "ssim")
+    elif kind == "radar":
+        out = evaluate_split(
+            forecasters,
+            datasets["test"],
+            out_dir,
+            evaluation=ev,
+            n_steps=n_steps,
+            zr_a=float(data_cfg.get("zr_a", 58.53)),
+            zr_b=float(data_cfg.get("zr_b", 1.56)),
+            frame_minutes=float(data_cfg.get("frame_minutes", 6.0)),
+            progress=progress,
+        )
+        keys = ("rainfall_mse", "csi", "far", "pod", "correlation")
+    else:
+        raise ValueError(f"unknown data kind {kind!r}; expected 'radar' or 'sequence'")
+    summary: dict[str, float] = {}
+    for i, (name, res) in enumerate(out["results"].items()):
+        prefix = (
+            "" if i == 0 else ("persistence_" if "persist" in name.lower() else None)
+        )
+        if prefix is None:
+            continue
+        summary.update({f"{prefix}{k}": float(res[k]) for k in keys if k in res})
+    out["summary"] = summary
+    return out
+
+
 def run_test_evaluation(
     model: torch.nn.Module,
     datasets: Mapping[str, Any],
     cfg: DictConfig,
     run_dir: str | Path,
-) -> dict[str, Any]:
+) -> dict[str, float]:
     """Evaluate a trained model and the configured baselines on the test split.
 
     Called at the end of ``scripts/train.py`` (``evaluate_after_training``); writes into
-    ``run_dir / "evaluation"``.
+    ``run_dir / "evaluation"``, prints the table and returns the flat summary of
+    :func:`evaluate_datasets`.
     """
     ev_cfg = cfg.get("evaluation")
     evaluation = (
@@ -222,20 +306,18 @@ def run_test_evaluation(
     evaluation = {**DEFAULT_EVALUATION, **(evaluation or {})}
     forecasters: dict[str, Forecaster] = {model_label(cfg): model}
     forecasters.update(build_baselines(evaluation["baselines"]))
-    data = cfg.data
-    out = evaluate_split(
+    out = evaluate_datasets(
         forecasters,
-        datasets["test"],
+        datasets,
+        cfg.data,
+        evaluation,
         Path(run_dir) / "evaluation",
-        evaluation=evaluation,
-        n_steps=int(data.output_len),
-        zr_a=float(data.get("zr_a", 58.53)),
-        zr_b=float(data.get("zr_b", 1.56)),
-        frame_minutes=float(data.get("frame_minutes", 6.0)),
+        n_steps=int(cfg.data.output_len),
         progress=bool(cfg.get("logging", {}).get("progress_bar", True)),
     )
+    print("\nTest split:\n" + (out["out_dir"] / "metrics.md").read_text())
     log.info("evaluation written to %s", out["out_dir"])
-    return out
+    return out["summary"]
 
 
 def model_label(cfg: Mapping[str, Any] | DictConfig) -> str:

@@ -91,3 +91,15 @@ def test_matches_true_motion_of_the_synthetic_data_set(temporal):
     err = np.hypot(flow[0].numpy() - u, flow[1].numpy() - v)[rain]
     speed = np.hypot(u, v)[rain].mean()
     assert err.mean() < 0.12 and err.mean() < 0.4 * speed
+
+
+def test_dis_patch_larger_than_small_frames_is_shrunk():
+    # the tuned ROVER patch (16 px) must not crash on frames smaller than 2 x 16 px:
+    # a blob moved by one pixel to the right is still found
+    yy, xx = np.mgrid[0:16, 0:24].astype(np.float32)
+    frames = np.stack(
+        [np.exp(-((yy - 8) ** 2 + (xx - 10 - k) ** 2) / 8.0) for k in range(2)]
+    )
+    flow = estimate_flow(torch.from_numpy(frames)[None], method="dis", patch_size=16)
+    assert flow.shape == (1, 2, 16, 24)
+    assert abs(float(flow[0, 0, 6:11, 8:14].mean()) - 1.0) < 0.35
