@@ -139,3 +139,35 @@ def test_data_that_does_not_fit_the_checkpoint_is_rejected(checkpoint, tmp_path)
     assert (
         torch.load(checkpoint, weights_only=False)["config"]["data"]["input_len"] == 3
     )
+
+
+def test_sequence_data_is_scored_with_sequence_metrics(tmp_path):
+    from nowcast.baselines import Persistence
+    from nowcast.data.moving_mnist import MovingMNISTDataset
+    from nowcast.evaluation.run import evaluate_datasets
+
+    frames = np.random.default_rng(0).random((6, 20, 16, 16)).astype(np.float32)
+    datasets = {
+        "test": MovingMNISTDataset(frames, 10, 10),
+        "test_ood": MovingMNISTDataset(frames[:2], 10, 10),
+    }
+    out = evaluate_datasets(
+        {"Persistence": Persistence()},
+        datasets,
+        {"kind": "sequence", "output_len": 10},
+        {"batch_size": 4, "device": "cpu"},
+        tmp_path,
+        progress=False,
+    )
+    res = out["results"]["Persistence"]
+    # persistence repeats input frame 9: cross-entropy summed over 10 x 256 pixels
+    p = np.clip(frames[:, 9:10], 1e-7, 1 - 1e-7)
+    t = frames[:, 10:]
+    ce = -(t * np.log(p) + (1 - t) * np.log(1 - p)).sum(axis=(1, 2, 3)).mean()
+    assert res["cross_entropy"] == pytest.approx(ce, rel=1e-4)
+    assert out["summary"]["cross_entropy"] == pytest.approx(ce, rel=1e-4)
+    assert (tmp_path / "metrics.md").exists() and (
+        tmp_path / "ood" / "metrics.md"
+    ).exists()
+    with pytest.raises(ValueError, match="unknown data kind 'video'"):
+        evaluate_datasets({}, datasets, {"kind": "video"}, None, tmp_path)
