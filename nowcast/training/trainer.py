@@ -915,7 +915,9 @@ def _print_summary(metrics: Mapping[str, float], run_dir: Path) -> None:
         f"  checkpoints  {run_dir / 'checkpoints' / 'best.pt'} (and last.pt)",
         f"  metrics      {run_dir / 'metrics.csv'}",
         f"  config       {run_dir / 'config.yaml'}",
-        "Load the model with nowcast.training.checkpoint.load_forecaster"
+        "Evaluate again: python scripts/evaluate.py "
+        f"ckpt_path={run_dir / 'checkpoints' / 'best.pt'}",
+        "Load in Python: nowcast.training.checkpoint.load_forecaster"
         f"('{run_dir / 'checkpoints' / 'best.pt'}')",
     ]
     print("\n".join(lines), flush=True)
