@@ -3,7 +3,7 @@
     python scripts/make_readme_figures.py                    # newest default run
     python scripts/make_readme_figures.py --ckpt runs/default/<time>/checkpoints/best.pt
 
-Writes ``docs/figures/forecast_strip.png`` (inputs | truth | the model | ROVER |
+Writes ``docs/figures/forecast_strip.png`` (inputs | truth | the model | ROVER1 |
 persistence on the rainiest test window) and ``docs/figures/metrics_by_lead.png``
 (Rainfall-MSE, CSI, FAR, POD and correlation against lead time, Shi et al. 2015 Fig. 5
 style, on the first test batches). The test split is rebuilt from the data config
@@ -89,11 +89,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     # the strip: inputs | truth | model | ROVER | persistence
     window = rainiest_window(test) if args.window is None else args.window
     inputs, targets = test[window]
-    shown = {name: name, "ROVER": "ROVER1", "persistence": "Persistence"}
     with torch.no_grad():
         strips = {
-            label: forecasters[key].predict(inputs[None], n_steps)[0, :, 0]
-            for label, key in shown.items()
+            key: forecasters[key].predict(inputs[None], n_steps)[0, :, 0]
+            for key in (name, "ROVER1", "Persistence")
         }
     analysis = np.datetime_as_string(
         test.window_times(window)[test.input_len - 1], unit="m"
@@ -135,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     }
     fig = plot_metrics_by_lead_time(scores, frame_minutes, panel_size=(3.0, 2.4))
     n_seq = next(iter(results.values()))["n_sequences"]
-    fig.suptitle(f"{n_seq} test sequences, scores at 0.5 mm/h")
+    fig.suptitle(f"{n_seq} test sequences; CSI, FAR and POD at 0.5 mm/h")
     paths["metrics"] = args.out / "metrics_by_lead.png"
     fig.savefig(paths["metrics"], dpi=args.dpi)
 
