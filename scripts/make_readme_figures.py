@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 
-from nowcast.evaluation.evaluate import PAPER_COLUMNS, evaluate_forecasters
+from nowcast.data.dataset import rainiest_windows
+from nowcast.evaluation.evaluate import evaluate_forecasters, scores_by_lead
 from nowcast.evaluation.metrics import grey_to_dbz
 from nowcast.evaluation.run import DEFAULT_EVALUATION, build_baselines, model_label
 from nowcast.training.checkpoint import load_checkpoint, load_forecaster
@@ -46,14 +47,6 @@ def newest_checkpoint(root: Path = REPO / "runs" / "default") -> Path:
             "or pass --ckpt <path to best.pt>"
         )
     return found[-1]
-
-
-def rainiest_window(dataset: torch.utils.data.Dataset) -> int:
-    """Index of the window whose target frames hold the highest mean grey level."""
-    if len(dataset) == 0:
-        raise ValueError("the test split is empty; nothing to draw")
-    wetness = torch.stack([dataset[i][1].mean() for i in range(len(dataset))])
-    return int(wetness.argmax())
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -87,7 +80,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     paths = {}
 
     # the strip: inputs | truth | model | ROVER | persistence
-    window = rainiest_window(test) if args.window is None else args.window
+    if len(test) == 0:
+        raise ValueError("the test split is empty; nothing to draw")
+    window = rainiest_windows(test, 1)[0] if args.window is None else args.window
     inputs, targets = test[window]
     with torch.no_grad():
         strips = {
@@ -129,9 +124,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
         progress=False,
         max_batches=args.batches or None,
     )
-    scores = {
-        n: {m: res[f"{m}_by_lead"] for m in PAPER_COLUMNS} for n, res in results.items()
-    }
+    scores = scores_by_lead(results)
     fig = plot_metrics_by_lead_time(scores, frame_minutes, panel_size=(3.0, 2.4))
     n_seq = next(iter(results.values()))["n_sequences"]
     fig.suptitle(f"{n_seq} test sequences; CSI, FAR and POD at 0.5 mm/h")

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from nowcast.data.split import SPLITS, block_split, sliding_windows
 
-__all__ = ["RadarWindowDataset", "radar_datasets"]
+__all__ = ["RadarWindowDataset", "radar_datasets", "rainiest_windows"]
 
 
 def _read_times(path: Path) -> np.ndarray:
@@ -137,6 +137,20 @@ class RadarWindowDataset(Dataset):
         start = int(self.starts[index])
         return self.times[start : start + self.input_len + self.output_len]
 
+    def true_motion(self, index: int) -> torch.Tensor | None:
+        """True motion ``(2, H, W)`` (u right, v down; pixels per step) at the last input.
+
+        Only data sets that store it (the synthetic one: ``motion_u`` / ``motion_v``)
+        have it; returns ``None`` otherwise.
+        """
+        t = int(self.starts[index]) + self.input_len - 1
+        with netCDF4.Dataset(self.path) as nc:
+            if "motion_u" not in nc.variables or "motion_v" not in nc.variables:
+                return None
+            uv = [nc.variables[k] for k in ("motion_u", "motion_v")]
+            frames = [np.asarray(v[t] if v.ndim == 3 else v[:], np.float32) for v in uv]
+        return torch.from_numpy(np.stack(frames))
+
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_handle"] = None
@@ -228,3 +242,38 @@ def radar_datasets(
             f"{block_len} frames within a day ({times.size} frames found)"
         )
     return out
+
+
+def rainiest_windows(
+    dataset: RadarWindowDataset, n: int, distinct: bool = True
+) -> list[int]:
+    """Indices of the ``n`` windows whose targets hold the most echo.
+
+    Parameters
+    ----------
+    dataset : RadarWindowDataset
+        Windows to rank by the mean grey level of their target frames.
+    n : int
+        How many to return.
+    distinct : bool
+        Skip windows that overlap in time one already picked, so the cases differ.
+
+    Returns
+    -------
+    list of int
+        Window indices, rainiest first (fewer than ``n`` if the data set runs out).
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    wetness = np.array([float(dataset[i][1].mean()) for i in range(len(dataset))])
+    span = dataset.input_len + dataset.output_len
+    picked: list[int] = []
+    for i in np.argsort(-wetness, kind="stable").tolist():
+        start = int(dataset.starts[i])
+        if not distinct or all(
+            abs(start - int(dataset.starts[j])) >= span for j in picked
+        ):
+            picked.append(i)
+        if len(picked) == n:
+            break
+    return picked

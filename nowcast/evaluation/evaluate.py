@@ -31,6 +31,7 @@ __all__ = [
     "PAPER_COLUMNS",
     "evaluate_forecasters",
     "markdown_table",
+    "scores_by_lead",
     "write_report",
 ]
 
@@ -400,6 +401,25 @@ def write_report(
     return paths
 
 
+def scores_by_lead(
+    results: Mapping[str, Mapping[str, Any]], metrics: Sequence[str] | None = None
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per-lead series ``{forecaster: {metric: (T,) array}}`` for plotting.
+
+    Parameters
+    ----------
+    results : mapping
+        Output of :func:`evaluate_forecasters` (``MetricAccumulator.compute`` per name).
+    metrics : sequence of str, optional
+        Metric keys (without ``_by_lead``); default the paper's columns.
+    """
+    metrics = list(PAPER_COLUMNS) if metrics is None else list(metrics)
+    return {
+        name: {m: np.asarray(res[f"{m}_by_lead"]) for m in metrics}
+        for name, res in results.items()
+    }
+
+
 def _write_plots(
     results: Mapping[str, Mapping[str, Any]],
     out: Path,
@@ -416,10 +436,7 @@ def _write_plots(
             stacklevel=3,
         )
         return {}
-    scores = {
-        name: {m: np.asarray(res[f"{m}_by_lead"]) for m in metrics}
-        for name, res in results.items()
-    }
+    scores = scores_by_lead(results, metrics)
     thresholds = list(next(iter(results.values())).get("thresholds", []))
     groups = {
         "metrics": [m for m in PAPER_COLUMNS if m in metrics],
