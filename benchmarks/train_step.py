@@ -22,8 +22,10 @@ outputs (checked in ``--tiny``).
 
 Timing: all variants run alternately (round ``r`` times every variant once), in one
 process, after an untimed warm-up step each (also the memory probe); the speed-up of a variant is the median
-over rounds of ``t_reference / t_variant``; sequences/s uses each variant's fastest
-step. Peak memory is the peak of tensor bytes allocated *during* one step on top of
+over rounds of ``t_reference / t_variant`` (wall time; ``cpu_speedup_vs_ref`` the same
+with process CPU time, robust on a busy machine with ``--threads 1``;
+``speedup_min_times`` the ratio of the fastest steps); sequences/s uses each
+variant's fastest step. Peak memory is the peak of tensor bytes allocated *during* one step on top of
 what exists before it (weights, gradients' and optimiser's persistent buffers): on
 CUDA ``torch.cuda.max_memory_allocated`` minus ``memory_allocated`` before the step; on
 the CPU the running sum of the allocation / free events that ``torch.profiler``
@@ -215,14 +217,15 @@ def make_step(
     return step
 
 
-def timed(step: Callable[[], float], device: torch.device) -> float:
+def timed(step: Callable[[], float], device: torch.device) -> tuple[float, float]:
+    """Wall and process CPU time (s) of one step."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def peak_step_bytes(
@@ -274,7 +277,12 @@ def peak_step_bytes(
 
 
 def build_variants(
-    cfg: dict, device: torch.device, batch: int, compile_: bool, compile_timeout: float
+    cfg: dict,
+    device: torch.device,
+    batch: int,
+    compile_: bool,
+    compile_timeout: float,
+    amp: bool = True,
 ) -> tuple[dict[str, Callable[[], float]], dict[str, str], dict]:
     """Step closures by variant name, skipped variants with the reason, facts."""
     torch.manual_seed(0)
@@ -307,8 +315,8 @@ def build_variants(
     steps["ours eager fp32"] = make_step(ours(), x, y)
     cl = ours().to(memory_format=torch.channels_last)
     steps["ours channels_last"] = make_step(cl, x, y)
-    amp_dtypes = [torch.bfloat16]
-    if device.type == "cuda":
+    amp_dtypes = [torch.bfloat16] if amp else []
+    if amp and device.type == "cuda":
         amp_dtypes.append(torch.float16)
     for dt in amp_dtypes:
         name = f"ours AMP {str(dt).split('.')[-1]}"
@@ -345,29 +353,34 @@ def bench_config(
     repeats: int,
     compile_: bool,
     compile_timeout: float,
+    amp: bool = True,
 ) -> list[dict]:
     print(f"[{name}] batch {batch}, {cfg}")
     steps, skipped, facts = build_variants(cfg, device, batch, compile_,
-                                           compile_timeout)
+                                           compile_timeout, amp)
     if facts["params_ours"] != facts["params_reference"]:
         raise RuntimeError(f"parameter counts differ: {facts}")
     # the untimed warm-up step of every variant (allocator, oneDNN primitives,
     # optimiser state) is also the one whose memory is measured
     peaks = peak_step_bytes(steps, device)
-    times: dict[str, list[float]] = {v: [] for v in steps}
+    times: dict[str, list[tuple[float, float]]] = {v: [] for v in steps}
     for r in range(repeats):
         for v, step in steps.items():
             times[v].append(timed(step, device))
         print(f"  round {r + 1}/{repeats}: " + ", ".join(
-            f"{v.split(' ', 1)[-1]} {t[-1]:.2f}s" for v, t in times.items()))
+            f"{v.split(' ', 1)[-1]} {t[-1][0]:.2f}s" for v, t in times.items()))
     ref = "reference (naive eager fp32)"
     rows = []
     for v, ts in times.items():
-        ratios = [a / b for a, b in zip(times[ref], ts, strict=True)]
+        pairs = list(zip(times[ref], ts, strict=True))
+        wall, cpu = (min(x) for x in zip(*ts, strict=True))
+        ref_wall = min(t[0] for t in times[ref])
         rows.append({
             "config": name, "variant": v, "batch": batch,
-            "step_s": min(ts), "seq_per_s": batch / min(ts),
-            "speedup_vs_ref": statistics.median(ratios),
+            "step_s": wall, "cpu_s": cpu, "seq_per_s": batch / wall,
+            "speedup_vs_ref": statistics.median(a[0] / b[0] for a, b in pairs),
+            "speedup_min_times": ref_wall / wall,
+            "cpu_speedup_vs_ref": statistics.median(a[1] / b[1] for a, b in pairs),
             "peak_step_MiB": peaks[v] / 2**20,
             "params": facts["params_reference" if v == ref else "params_ours"],
         })
@@ -386,20 +399,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available()
                         else "cpu")
     parser.add_argument("--batch", type=int, default=None,
-                        help="sequences per step (default 16 on CUDA, 2 on CPU)")
+                        help="sequences per step (default 16 on CUDA, 1 on CPU)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed rounds (default 10 on CUDA, 2 on CPU)")
     parser.add_argument("--configs", default="radar,mnist")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--no-amp", action="store_true",
+                        help="skip the autocast variants (bf16 is emulated, slow, on "
+                        "CPUs without AVX512-BF16 / AMX)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: torch's default); with 1 thread the "
+                        "CPU-time columns are robust on a busy machine")
     parser.add_argument("--compile-timeout", type=float, default=240.0,
                         help="seconds allowed for torch.compile's first steps")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    if args.tiny and device.type == "cpu":
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    elif args.tiny and device.type == "cpu":
         # tiny ops on a busy shared machine: OpenMP barriers dominate, use one thread
         torch.set_num_threads(1)
     cuda = device.type == "cuda"
-    batch = args.batch or (2 if args.tiny else 16 if cuda else 2)
+    batch = args.batch or (2 if args.tiny else 16 if cuda else 1)
     repeats = args.repeats or (1 if args.tiny else 10 if cuda else 2)
     table = TINY_CONFIGS if args.tiny else CONFIGS
     names = [c for c in args.configs.split(",") if c]
@@ -409,7 +430,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for c in names:
         rows += bench_config(c, table[c], device, batch, repeats,
-                             not (args.no_compile or args.tiny), args.compile_timeout)
+                             not (args.no_compile or args.tiny), args.compile_timeout,
+                             not args.no_amp)
     info = machine_info(str(device))
     info["memory_measure"] = (
         "torch.cuda.max_memory_allocated - memory_allocated before the step" if cuda
