@@ -708,7 +708,10 @@ def _train(
     # ---- loop
     train_model.train()
     optimizer.zero_grad(set_to_none=True)
-    stop = False
+    # a resumed run that had already finished trains no further
+    stop = state.step >= max_steps or (
+        patience is not None and state.bad_validations >= int(patience)
+    )
     while not stop and state.epoch < max_epochs:
         train_sampler.set_epoch(state.epoch, skip=state.batch_in_epoch * batch_size)
         n_batches = _ceil_div(train_sampler.epoch_size(), batch_size)
