@@ -123,6 +123,7 @@ def test_nonfinite_loss_stops_or_skips(tiny_radar_file, tmp_path):
     assert [r["step"] for r in _rows(tmp_path / "skip")] == ["1", "2", "4"]
 
 
+@pytest.mark.slow
 def test_early_stopping_and_test_evaluation_hook(
     tiny_radar_file, tmp_path, monkeypatch
 ):
