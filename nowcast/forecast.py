@@ -34,7 +34,9 @@ class Forecaster(Protocol):
         ...
 
 
-def check_sequence(x: torch.Tensor, name: str = "inputs", min_time: int = 1) -> None:
+def check_sequence(
+    x: torch.Tensor, name: str = "inputs", min_time: int = 1, check_finite: bool = True
+) -> None:
     """Validate a ``(B, T, C, H, W)`` sequence tensor, raising a clear error if not.
 
     Parameters
@@ -45,6 +47,10 @@ def check_sequence(x: torch.Tensor, name: str = "inputs", min_time: int = 1) -> 
         Name used in error messages.
     min_time : int
         Minimum number of time steps required.
+    check_finite : bool
+        Also scan the values for NaN/inf. The scan synchronises with the device, so
+        training loops (which check their loss instead) switch it off; it is skipped
+        while ``torch.compile`` traces.
 
     Raises
     ------
@@ -64,6 +70,8 @@ def check_sequence(x: torch.Tensor, name: str = "inputs", min_time: int = 1) -> 
         raise ValueError(
             f"{name} needs at least {min_time} time step(s), got shape {tuple(x.shape)}"
         )
+    if not check_finite or torch.compiler.is_compiling():
+        return  # the value scan is a host sync (and a graph break under compile)
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise ValueError(
             f"{name} contains NaN or inf; fill missing pixels (e.g. with 0) before "

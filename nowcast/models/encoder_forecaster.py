@@ -135,7 +135,9 @@ class EncoderForecaster(nn.Module):
         torch.Tensor
             Pre-sigmoid logits ``(B, n_steps, C, H, W)``.
         """
-        check_sequence(inputs, "inputs")
+        # in training the value scan would sync the device every step: the trainer
+        # checks the loss for NaN/inf instead; predict() and eval forwards scan
+        check_sequence(inputs, "inputs", check_finite=not self.training)
         n_steps = check_n_steps(n_steps)
         if inputs.shape[2] != self.in_channels:
             raise ValueError(
