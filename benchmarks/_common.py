@@ -45,7 +45,9 @@ def best_time(fn: Callable[[], object], repeats: int = 3, sync: bool = False) ->
     return min(times)
 
 
-def write_results(name: str, info: dict, rows: list[dict], out_dir: Path | None = None) -> Path:
+def write_results(
+    name: str, info: dict, rows: list[dict], out_dir: Path | None = None
+) -> Path:
     """Write ``rows`` (list of flat dicts) as JSON and a markdown table; print the table."""
     out_dir = Path(out_dir or RESULTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -96,9 +96,10 @@ def synthetic_sequence(
     margin = int(np.ceil(n_frames * (np.abs(b[:2, 2]).max() + 0.5 * size * 0.01))) + 8
     n = size + 2 * margin
     noise = rng.standard_normal((n, n))
-    field = ndimage.gaussian_filter(noise, size / 40) * 2.0 + ndimage.gaussian_filter(
-        noise, size / 12
-    ) * 6.0
+    field = (
+        ndimage.gaussian_filter(noise, size / 40) * 2.0
+        + ndimage.gaussian_filter(noise, size / 12) * 6.0
+    )
     field = (field - field.mean()) / field.std()
     field = np.clip(field, 0.0, None)  # about half wet
     field = (field / np.percentile(field, 99.5)).clip(0, 1).astype(np.float32)
@@ -145,16 +146,25 @@ def reference_lk_flow(frames: np.ndarray) -> np.ndarray:
         if pts is None:
             continue
         new, status, _ = cv2.calcOpticalFlowPyrLK(
-            prev, nxt, pts, None, winSize=(50, 50), maxLevel=3,
+            prev,
+            nxt,
+            pts,
+            None,
+            winSize=(50, 50),
+            maxLevel=3,
             criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0),
-            flags=0, minEigThreshold=1e-4,
+            flags=0,
+            minEigThreshold=1e-4,
         )
         ok = status.ravel() == 1
         xy.append(pts[ok, 0])
         uv.append(new[ok, 0] - pts[ok, 0])
     if not xy:
         return np.zeros((2, h, w), np.float32)
-    xy, uv = np.concatenate(xy).astype(np.float64), np.concatenate(uv).astype(np.float64)
+    xy, uv = (
+        np.concatenate(xy).astype(np.float64),
+        np.concatenate(uv).astype(np.float64),
+    )
     # outliers: > 3 std from the mean of their 30 nearest neighbours
     if len(xy) > 31:
         _, idx = cKDTree(xy).query(xy, k=31)
@@ -186,7 +196,9 @@ def reference_lk_flow(frames: np.ndarray) -> np.ndarray:
     return dense.T.reshape(2, h, w).astype(np.float32)
 
 
-def reference_extrapolate(frame: np.ndarray, flow: np.ndarray, n_steps: int) -> np.ndarray:
+def reference_extrapolate(
+    frame: np.ndarray, flow: np.ndarray, n_steps: int
+) -> np.ndarray:
     """pysteps-style backward semi-Lagrangian extrapolation, one step at a time."""
     h, w = frame.shape
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
@@ -199,19 +211,29 @@ def reference_extrapolate(frame: np.ndarray, flow: np.ndarray, n_steps: int) -> 
         else:  # velocity at the midpoint of the step's back-trajectory
             pos_y = gy + disp[1] + vel[1] / 2
             pos_x = gx + disp[0] + vel[0] / 2
-            vel = np.stack([
-                ndimage.map_coordinates(back[i], [pos_y, pos_x], order=1, mode="nearest")
-                for i in range(2)
-            ])
+            vel = np.stack(
+                [
+                    ndimage.map_coordinates(
+                        back[i], [pos_y, pos_x], order=1, mode="nearest"
+                    )
+                    for i in range(2)
+                ]
+            )
         disp += vel
         out[t] = ndimage.map_coordinates(
-            frame, [gy + disp[1], gx + disp[0]], order=1, mode="constant", cval=0.0,
+            frame,
+            [gy + disp[1], gx + disp[0]],
+            order=1,
+            mode="constant",
+            cval=0.0,
             prefilter=False,
         )
     return out
 
 
-def reference_forecast(frames: np.ndarray, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+def reference_forecast(
+    frames: np.ndarray, n_steps: int
+) -> tuple[np.ndarray, np.ndarray]:
     flow = reference_lk_flow(frames)
     return reference_extrapolate(frames[-1], flow, n_steps), flow
 
@@ -242,24 +264,47 @@ def bench_size(size: int, repeats: int) -> list[dict]:
         pair = inputs[:, -2:]
         flow = estimate_flow(pair, m)[0].numpy()
         t, c = best(lambda m=m, pair=pair: estimate_flow(pair, m), repeats)
-        rows.append({"size": res, "what": f"flow {m} (1 pair)", "time_ms": 1e3 * t,
-                     "cpu_ms": 1e3 * c, "frames_per_s": 1.0 / t,
-                     "epe_wet": epe(flow, truth, wet),
-                     "epe_all": epe(flow, truth)})
+        rows.append(
+            {
+                "size": res,
+                "what": f"flow {m} (1 pair)",
+                "time_ms": 1e3 * t,
+                "cpu_ms": 1e3 * c,
+                "frames_per_s": 1.0 / t,
+                "epe_wet": epe(flow, truth, wet),
+                "epe_all": epe(flow, truth),
+            }
+        )
     frame = inputs[:, -1]
     tflow = torch.from_numpy(truth)[None]
     t, c = best(lambda: semi_lagrangian(frame, tflow, N_OUT), repeats)
-    rows.append({"size": res, "what": f"semi_lagrangian ({N_OUT} leads)",
-                 "time_ms": 1e3 * t, "cpu_ms": 1e3 * c, "frames_per_s": N_OUT / t})
+    rows.append(
+        {
+            "size": res,
+            "what": f"semi_lagrangian ({N_OUT} leads)",
+            "time_ms": 1e3 * t,
+            "cpu_ms": 1e3 * c,
+            "frames_per_s": N_OUT / t,
+        }
+    )
     pers = Persistence()
     t, c = best(lambda: pers.predict(inputs, N_OUT), repeats)
-    rows.append({"size": res, "what": f"persistence ({N_OUT} leads)", "time_ms": 1e3 * t,
-                 "cpu_ms": 1e3 * c, "frames_per_s": N_OUT / t,
-                 "mae": float(np.abs(inputs_np[-1][None] - target).mean())})
+    rows.append(
+        {
+            "size": res,
+            "what": f"persistence ({N_OUT} leads)",
+            "time_ms": 1e3 * t,
+            "cpu_ms": 1e3 * c,
+            "frames_per_s": N_OUT / t,
+            "mae": float(np.abs(inputs_np[-1][None] - target).mean()),
+        }
+    )
 
     # full forecasts, alternately: reference vs ROVER1 / ROVER3
     contenders = {
-        "reference LK + SL (pysteps-like)": lambda: reference_forecast(inputs_np, N_OUT),
+        "reference LK + SL (pysteps-like)": lambda: reference_forecast(
+            inputs_np, N_OUT
+        ),
         "ROVER1 (dis)": lambda: Rover(1).predict(inputs, N_OUT),
         "ROVER3 (dis)": lambda: Rover(3).predict(inputs, N_OUT),
     }
@@ -273,23 +318,33 @@ def bench_size(size: int, repeats: int) -> list[dict]:
     ref_fc, ref_flow = reference_forecast(inputs_np, N_OUT)
     results = {
         ref_key: (ref_fc, ref_flow),
-        "ROVER1 (dis)": (Rover(1).predict(inputs, N_OUT)[0, :, 0].numpy(),
-                         Rover(1).flow(inputs)[0].numpy()),
-        "ROVER3 (dis)": (Rover(3).predict(inputs, N_OUT)[0, :, 0].numpy(),
-                         Rover(3).flow(inputs)[0].numpy()),
+        "ROVER1 (dis)": (
+            Rover(1).predict(inputs, N_OUT)[0, :, 0].numpy(),
+            Rover(1).flow(inputs)[0].numpy(),
+        ),
+        "ROVER3 (dis)": (
+            Rover(3).predict(inputs, N_OUT)[0, :, 0].numpy(),
+            Rover(3).flow(inputs)[0].numpy(),
+        ),
     }
     for k, ts in times.items():
         fc, flow = results[k]
         wall, cpu = (min(x) for x in zip(*ts, strict=True))
         pairs = list(zip(times[ref_key], ts, strict=True))
-        rows.append({
-            "size": res, "what": f"forecast {k}", "time_ms": 1e3 * wall,
-            "cpu_ms": 1e3 * cpu, "frames_per_s": N_OUT / wall,
-            "speedup_vs_ref": statistics.median(a[0] / b[0] for a, b in pairs),
-            "cpu_speedup_vs_ref": statistics.median(a[1] / b[1] for a, b in pairs),
-            "epe_wet": epe(flow, truth, wet), "epe_all": epe(flow, truth),
-            "mae": float(np.abs(fc - target).mean()),
-        })
+        rows.append(
+            {
+                "size": res,
+                "what": f"forecast {k}",
+                "time_ms": 1e3 * wall,
+                "cpu_ms": 1e3 * cpu,
+                "frames_per_s": N_OUT / wall,
+                "speedup_vs_ref": statistics.median(a[0] / b[0] for a, b in pairs),
+                "cpu_speedup_vs_ref": statistics.median(a[1] / b[1] for a, b in pairs),
+                "epe_wet": epe(flow, truth, wet),
+                "epe_all": epe(flow, truth),
+                "mae": float(np.abs(fc - target).mean()),
+            }
+        )
     return rows
 
 
@@ -299,15 +354,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--sizes", default=None, help="comma list (default 100,480)")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch and OpenCV threads (default 1: the reference is "
-                        "single-threaded numpy/scipy; 0 keeps the libraries' default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch and OpenCV threads (default 1: the reference is "
+        "single-threaded numpy/scipy; 0 keeps the libraries' default)",
+    )
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
-    sizes = [int(s) for s in (args.sizes or ("48" if args.tiny else "100,480"))
-             .split(",")]
+    sizes = [
+        int(s) for s in (args.sizes or ("48" if args.tiny else "100,480")).split(",")
+    ]
     repeats = args.repeats or (1 if args.tiny else 5)
     rows = []
     for size in sizes:

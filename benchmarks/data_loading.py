@@ -27,8 +27,12 @@ def make_processed(path: Path, n_days: int, size: int) -> Path:
     rng = np.random.default_rng(0)
     step = np.timedelta64(6, "m")
     times = np.concatenate(
-        [np.datetime64("2015-06-01") + np.timedelta64(2 * d, "D") + np.arange(240) * step
-         for d in range(n_days)]
+        [
+            np.datetime64("2015-06-01")
+            + np.timedelta64(2 * d, "D")
+            + np.arange(240) * step
+            for d in range(n_days)
+        ]
     )
     values = rng.random((times.size, size, size), dtype=np.float32)
     ds = make_radar_dataset(values, times, "1")
@@ -38,8 +42,13 @@ def make_processed(path: Path, n_days: int, size: int) -> Path:
 
 
 def windows_per_second(dataset, batch_size: int, workers: int, n_batches: int) -> float:
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                        persistent_workers=False)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=False,
+    )
     it = iter(loader)
     next(it)  # start-up (worker spawn, file open) is not throughput
     t0 = time.perf_counter()
@@ -62,9 +71,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
             train = radar_datasets(path, 5, 15, in_memory=in_memory)["train"]
             for workers in (0, 2):
                 rate = windows_per_second(train, 16, workers, n_batches)
-                rows.append({"source": "memory" if in_memory else "netCDF (disk)",
-                             "workers": workers, "frame": f"{size}x{size}",
-                             "windows_per_s": rate})
+                rows.append(
+                    {
+                        "source": "memory" if in_memory else "netCDF (disk)",
+                        "workers": workers,
+                        "frame": f"{size}x{size}",
+                        "windows_per_s": rate,
+                    }
+                )
     write_results("data_loading", machine_info("cpu"), rows, args.out)
     return rows
 

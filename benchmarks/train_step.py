@@ -141,8 +141,10 @@ class NaiveEncoderForecaster(nn.Module):
 def load_from_ours(naive: NaiveEncoderForecaster, ours: EncoderForecaster) -> None:
     """Copy our model's weights into the naive one (gate by gate)."""
     with torch.no_grad():
-        for nstack, ostack in ((naive.encoder, ours.encoder), (naive.forecaster,
-                                                                ours.forecaster)):
+        for nstack, ostack in (
+            (naive.encoder, ours.encoder),
+            (naive.forecaster, ours.forecaster),
+        ):
             for ncell, ocell in zip(nstack, ostack.cells, strict=True):
                 gw = ocell.gate_weights()
                 for g in "ifco":
@@ -262,8 +264,11 @@ def peak_step_bytes(
     # to "[memory]" events; their running sum in time order is the live-bytes curve at
     # op granularity (temporaries freed inside one op are not seen).
     mem = sorted(
-        (e for e in events if e.self_cpu_memory_usage and
-         not e.name.startswith("probe::")),
+        (
+            e
+            for e in events
+            if e.self_cpu_memory_usage and not e.name.startswith("probe::")
+        ),
         key=lambda e: e.time_range.start,
     )
     for v, r in ranges.items():
@@ -309,8 +314,9 @@ def build_variants(
         f"{facts['params_reference']:,}; same weights -> max |logit diff| {diff:.2e}"
     )
 
-    steps: dict[str, Callable[[], float]] = {"reference (naive eager fp32)":
-                                            make_step(naive, x, y)}
+    steps: dict[str, Callable[[], float]] = {
+        "reference (naive eager fp32)": make_step(naive, x, y)
+    }
     skipped: dict[str, str] = {}
     steps["ours eager fp32"] = make_step(ours(), x, y)
     cl = ours().to(memory_format=torch.channels_last)
@@ -356,8 +362,9 @@ def bench_config(
     amp: bool = True,
 ) -> list[dict]:
     print(f"[{name}] batch {batch}, {cfg}")
-    steps, skipped, facts = build_variants(cfg, device, batch, compile_,
-                                           compile_timeout, amp)
+    steps, skipped, facts = build_variants(
+        cfg, device, batch, compile_, compile_timeout, amp
+    )
     if facts["params_ours"] != facts["params_reference"]:
         raise RuntimeError(f"parameter counts differ: {facts}")
     # the untimed warm-up step of every variant (allocator, oneDNN primitives,
@@ -367,28 +374,39 @@ def bench_config(
     for r in range(repeats):
         for v, step in steps.items():
             times[v].append(timed(step, device))
-        print(f"  round {r + 1}/{repeats}: " + ", ".join(
-            f"{v.split(' ', 1)[-1]} {t[-1][0]:.2f}s" for v, t in times.items()))
+        print(
+            f"  round {r + 1}/{repeats}: "
+            + ", ".join(
+                f"{v.split(' ', 1)[-1]} {t[-1][0]:.2f}s" for v, t in times.items()
+            )
+        )
     ref = "reference (naive eager fp32)"
     rows = []
     for v, ts in times.items():
         pairs = list(zip(times[ref], ts, strict=True))
         wall, cpu = (min(x) for x in zip(*ts, strict=True))
         ref_wall = min(t[0] for t in times[ref])
-        rows.append({
-            "config": name, "variant": v, "batch": batch,
-            "step_s": wall, "cpu_s": cpu, "seq_per_s": batch / wall,
-            "speedup_vs_ref": statistics.median(a[0] / b[0] for a, b in pairs),
-            "speedup_min_times": ref_wall / wall,
-            "cpu_speedup_vs_ref": statistics.median(a[1] / b[1] for a, b in pairs),
-            "peak_step_MiB": peaks[v] / 2**20,
-            "params": facts["params_reference" if v == ref else "params_ours"],
-        })
+        rows.append(
+            {
+                "config": name,
+                "variant": v,
+                "batch": batch,
+                "step_s": wall,
+                "cpu_s": cpu,
+                "seq_per_s": batch / wall,
+                "speedup_vs_ref": statistics.median(a[0] / b[0] for a, b in pairs),
+                "speedup_min_times": ref_wall / wall,
+                "cpu_speedup_vs_ref": statistics.median(a[1] / b[1] for a, b in pairs),
+                "peak_step_MiB": peaks[v] / 2**20,
+                "params": facts["params_reference" if v == ref else "params_ours"],
+            }
+        )
     for v, why in skipped.items():
         rows.append({"config": name, "variant": v, "batch": batch, "note": why})
     if "compile_s" in facts:
         rows[list(steps).index("ours torch.compile")]["note"] = (
-            f"compile + 2 steps {facts['compile_s']:.0f} s")
+            f"compile + 2 steps {facts['compile_s']:.0f} s"
+        )
     return rows
 
 
@@ -396,22 +414,42 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="smoke-test size")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available()
-                        else "cpu")
-    parser.add_argument("--batch", type=int, default=None,
-                        help="sequences per step (default 16 on CUDA, 1 on CPU)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed rounds (default 10 on CUDA, 2 on CPU)")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="sequences per step (default 16 on CUDA, 1 on CPU)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed rounds (default 10 on CUDA, 2 on CPU)",
+    )
     parser.add_argument("--configs", default="radar,mnist")
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--no-amp", action="store_true",
-                        help="skip the autocast variants (bf16 is emulated, slow, on "
-                        "CPUs without AVX512-BF16 / AMX)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads (0: torch's default); with 1 thread the "
-                        "CPU-time columns are robust on a busy machine")
-    parser.add_argument("--compile-timeout", type=float, default=240.0,
-                        help="seconds allowed for torch.compile's first steps")
+    parser.add_argument(
+        "--no-amp",
+        action="store_true",
+        help="skip the autocast variants (bf16 is emulated, slow, on "
+        "CPUs without AVX512-BF16 / AMX)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (0: torch's default); with 1 thread the "
+        "CPU-time columns are robust on a busy machine",
+    )
+    parser.add_argument(
+        "--compile-timeout",
+        type=float,
+        default=240.0,
+        help="seconds allowed for torch.compile's first steps",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.threads > 0:
@@ -429,14 +467,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
             raise ValueError(f"unknown config {c!r}; available: {sorted(table)}")
     rows = []
     for c in names:
-        rows += bench_config(c, table[c], device, batch, repeats,
-                             not (args.no_compile or args.tiny), args.compile_timeout,
-                             not args.no_amp)
+        rows += bench_config(
+            c,
+            table[c],
+            device,
+            batch,
+            repeats,
+            not (args.no_compile or args.tiny),
+            args.compile_timeout,
+            not args.no_amp,
+        )
     info = machine_info(str(device))
     info["memory_measure"] = (
-        "torch.cuda.max_memory_allocated - memory_allocated before the step" if cuda
+        "torch.cuda.max_memory_allocated - memory_allocated before the step"
+        if cuda
         else "torch.profiler(profile_memory=True): peak of the running sum of "
-        "allocations during one step")
+        "allocations during one step"
+    )
     write_results("train_step", info, rows, args.out)
     return rows
 

@@ -102,7 +102,9 @@ def test_write_open_round_trip_is_compressed_and_chunked(tmp_path):
 def test_open_many_files_as_one_sorted(tmp_path):
     ds = _ds(n=10)
     write_radar(ds.isel(time=slice(5, 10)), tmp_path / "b.nc")
-    write_radar(ds.isel(time=slice(0, 5)), tmp_path / "c.nc")  # later name, earlier times
+    write_radar(
+        ds.isel(time=slice(0, 5)), tmp_path / "c.nc"
+    )  # later name, earlier times
     both = open_radar(tmp_path)
     np.testing.assert_array_equal(both["time"].values, ds["time"].values)
     np.testing.assert_allclose(both["intensity"].values, ds["intensity"].values)

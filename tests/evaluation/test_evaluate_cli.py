@@ -132,7 +132,9 @@ def test_missing_and_corrupt_checkpoints_are_explained(archive, tmp_path):
 
 
 def test_data_that_does_not_fit_the_checkpoint_is_rejected(checkpoint, tmp_path):
-    odd = _fake_processed(tmp_path / "odd.nc", 15)  # 15 is not divisible by the patch size
+    odd = _fake_processed(
+        tmp_path / "odd.nc", 15
+    )  # 15 is not divisible by the patch size
     cfg = _eval_cfg(f"ckpt_path={checkpoint}", *_data_overrides(odd))
     with pytest.raises(ValueError, match=r"15x15.*divisible by its patch size \d"):
         evaluate_script.evaluate(cfg, tmp_path)
