@@ -29,6 +29,7 @@ __all__ = [
     "PAPER_TABLE",
     "HKO7_CSI_TABLE",
     "PAPER_COLUMNS",
+    "accumulate_forecasts",
     "evaluate_forecasters",
     "markdown_table",
     "scores_by_lead",
@@ -93,6 +94,107 @@ def _is_persistence(name: str, forecaster: object) -> bool:
 
 
 @torch.no_grad()
+def accumulate_forecasts(
+    forecasters: Mapping[str, Forecaster],
+    dataset: Dataset,
+    accumulators: Mapping[str, Any],
+    n_steps: int,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    mask: torch.Tensor | None = None,
+    progress: bool = True,
+    max_batches: int | None = None,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Run every forecaster over ``dataset`` and feed one accumulator per forecaster.
+
+    The one evaluation path shared by the radar metrics (:func:`evaluate_forecasters`)
+    and the sequence metrics (``nowcast.evaluation.sequence_metrics``): each batch of
+    ``(inputs, targets)`` is moved to ``device`` once, forecast by each forecaster with
+    ``predict(inputs, n_steps)`` and added with ``accumulators[name].update(pred,
+    targets[, mask])``, so nothing field-sized leaves the device.
+
+    Parameters
+    ----------
+    forecasters : dict of str to Forecaster
+        ``torch.nn.Module`` forecasters are put in eval mode and moved to ``device``.
+    dataset : torch.utils.data.Dataset
+        Items ``(inputs (T_in, C, H, W), targets (T_out, C, H, W))``, T_out >= n_steps.
+    accumulators : dict of str to accumulator
+        One per forecaster name, with ``update(pred, target[, mask])``.
+    n_steps, batch_size, device, mask, progress, max_batches, num_workers
+        As in :func:`evaluate_forecasters` (``mask`` is passed only when given).
+
+    Returns
+    -------
+    dict
+        ``predict_seconds`` (name -> total seconds in ``predict``) and ``n_sequences``.
+    """
+    n_steps = check_n_steps(n_steps)
+    if not forecasters:
+        raise ValueError(
+            "forecasters is empty; pass e.g. {'persistence': Persistence()}"
+        )
+    for name, fc in forecasters.items():
+        if not callable(getattr(fc, "predict", None)):
+            raise TypeError(
+                f"forecaster {name!r} has no predict(inputs, n_steps) method, got "
+                f"{type(fc).__name__}"
+            )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise ValueError("dataset is empty; nothing to evaluate")
+    device = torch.device(device)
+    for fc in forecasters.values():
+        if isinstance(fc, torch.nn.Module):
+            fc.eval().to(device)
+    extra = () if mask is None else (torch.as_tensor(mask).to(device),)
+    seconds = dict.fromkeys(forecasters, 0.0)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    batches: Any = loader
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(loader, total=total, desc="evaluate", unit="batch")
+    n_seq = 0
+    for i, batch in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            break
+        inputs, targets = _unpack(batch)
+        if targets.shape[1] < n_steps:
+            raise ValueError(
+                f"targets hold {targets.shape[1]} frames but n_steps={n_steps}; build "
+                "the dataset with output_len >= n_steps"
+            )
+        inputs = inputs.to(device, non_blocking=True).float()
+        targets = targets[:, :n_steps].to(device, non_blocking=True).float()
+        n_seq += inputs.shape[0]
+        for name, fc in forecasters.items():
+            t0 = time.perf_counter()
+            pred = fc.predict(inputs, n_steps)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds[name] += time.perf_counter() - t0
+            if pred.shape != targets.shape:
+                raise ValueError(
+                    f"forecaster {name!r} returned shape {tuple(pred.shape)}, expected "
+                    f"{tuple(targets.shape)} (B, n_steps, C, H, W)"
+                )
+            accumulators[name].update(pred.to(device), targets, *extra)
+    if progress:
+        batches.close()
+    return {"predict_seconds": seconds, "n_sequences": n_seq}
+
+
+@torch.no_grad()
 def evaluate_forecasters(
     forecasters: Mapping[str, Forecaster],
     dataset: Dataset,
@@ -141,70 +243,22 @@ def evaluate_forecasters(
         persistence forecaster is among them, ``rainfall_mse_skill`` (lead mean) and
         ``rainfall_mse_skill_by_lead`` = 1 - MSE / MSE(persistence).
     """
-    n_steps = check_n_steps(n_steps)
-    if not forecasters:
-        raise ValueError(
-            "forecasters is empty; pass e.g. {'persistence': Persistence()}"
-        )
-    for name, fc in forecasters.items():
-        if not callable(getattr(fc, "predict", None)):
-            raise TypeError(
-                f"forecaster {name!r} has no predict(inputs, n_steps) method, got "
-                f"{type(fc).__name__}"
-            )
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if len(dataset) == 0:  # type: ignore[arg-type]
-        raise ValueError("dataset is empty; nothing to evaluate")
-    device = torch.device(device)
-    for fc in forecasters.values():
-        if isinstance(fc, torch.nn.Module):
-            fc.eval().to(device)
-    if mask is not None:
-        mask = torch.as_tensor(mask).to(device)
-    kwargs = dict(accumulator_kwargs or {})
-    accs = {name: MetricAccumulator(**kwargs) for name in forecasters}
-    seconds = dict.fromkeys(forecasters, 0.0)
-    loader = DataLoader(
+    accs = {
+        name: MetricAccumulator(**(accumulator_kwargs or {})) for name in forecasters
+    }
+    run = accumulate_forecasts(
+        forecasters,
         dataset,
-        batch_size=batch_size,
-        shuffle=False,
+        accs,
+        n_steps,
+        batch_size,
+        device,
+        mask=mask,
+        progress=progress,
+        max_batches=max_batches,
         num_workers=num_workers,
-        pin_memory=device.type == "cuda",
     )
-    total = len(loader) if max_batches is None else min(len(loader), max_batches)
-    batches: Any = loader
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(loader, total=total, desc="evaluate", unit="batch")
-    n_seq = 0
-    for i, batch in enumerate(batches):
-        if max_batches is not None and i >= max_batches:
-            break
-        inputs, targets = _unpack(batch)
-        if targets.shape[1] < n_steps:
-            raise ValueError(
-                f"targets hold {targets.shape[1]} frames but n_steps={n_steps}; build "
-                "the dataset with output_len >= n_steps"
-            )
-        inputs = inputs.to(device, non_blocking=True).float()
-        targets = targets[:, :n_steps].to(device, non_blocking=True).float()
-        n_seq += inputs.shape[0]
-        for name, fc in forecasters.items():
-            t0 = time.perf_counter()
-            pred = fc.predict(inputs, n_steps)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds[name] += time.perf_counter() - t0
-            if pred.shape != targets.shape:
-                raise ValueError(
-                    f"forecaster {name!r} returned shape {tuple(pred.shape)}, expected "
-                    f"{tuple(targets.shape)} (B, n_steps, C, H, W)"
-                )
-            accs[name].update(pred.to(device), targets, mask)
-    if progress:
-        batches.close()
+    seconds, n_seq = run["predict_seconds"], run["n_sequences"]
 
     results: dict[str, dict] = {}
     for name, acc in accs.items():

@@ -31,16 +31,15 @@ from __future__ import annotations
 import csv
 import json
 import math
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from nowcast.forecast import Forecaster, check_n_steps
+from nowcast.forecast import Forecaster
 
 __all__ = [
     "CE_EPS",
@@ -685,70 +684,24 @@ def evaluate_sequences(
         "out_dir": Path}``; ``scores`` is :meth:`SequenceMetricAccumulator.compute`
         plus ``parameters`` (None for non-modules) and ``predict_seconds``.
     """
-    n_steps = check_n_steps(n_steps)
-    if not forecasters:
-        raise ValueError(
-            "forecasters is empty; pass e.g. {'Persistence': Persistence()}"
-        )
-    for name, fc in forecasters.items():
-        if not callable(getattr(fc, "predict", None)):
-            raise TypeError(
-                f"forecaster {name!r} has no predict(inputs, n_steps) method, got "
-                f"{type(fc).__name__}"
-            )
     unknown = {r for r in (model_rows or {}).values() if r not in PAPER_TABLE1}
     if unknown:
         raise ValueError(
             f"model_rows names unknown Table 1 rows {sorted(unknown)}; available: "
             f"{list(PAPER_TABLE1)}"
         )
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if len(dataset) == 0:  # type: ignore[arg-type]
-        raise ValueError("dataset is empty; nothing to evaluate")
-    device = torch.device(device)
-    for fc in forecasters.values():
-        if isinstance(fc, torch.nn.Module):
-            fc.eval().to(device)
     accs = {name: SequenceMetricAccumulator() for name in forecasters}
-    seconds = dict.fromkeys(forecasters, 0.0)
-    loader = DataLoader(
+    seconds = accumulate_forecasts(
+        forecasters,
         dataset,
-        batch_size=batch_size,
-        shuffle=False,
+        accs,
+        n_steps,
+        batch_size,
+        device,
+        progress=progress,
+        max_batches=max_batches,
         num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-    )
-    total = len(loader) if max_batches is None else min(len(loader), max_batches)
-    batches: Any = loader
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(loader, total=total, desc="evaluate", unit="batch")
-    for i, (inputs, targets) in enumerate(batches):
-        if max_batches is not None and i >= max_batches:
-            break
-        if targets.ndim != 5 or targets.shape[1] < n_steps:
-            raise ValueError(
-                f"targets must be (B, T, C, H, W) with T >= n_steps={n_steps}, got "
-                f"{tuple(targets.shape)}; build the dataset with output_len >= n_steps"
-            )
-        inputs = inputs.to(device, non_blocking=True).float()
-        targets = targets[:, :n_steps].to(device, non_blocking=True).float()
-        for name, fc in forecasters.items():
-            t0 = time.perf_counter()
-            pred = fc.predict(inputs, n_steps)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds[name] += time.perf_counter() - t0
-            if pred.shape != targets.shape:
-                raise ValueError(
-                    f"forecaster {name!r} returned shape {tuple(pred.shape)}, expected "
-                    f"{tuple(targets.shape)} (B, n_steps, C, H, W)"
-                )
-            accs[name].update(pred.to(device), targets)
-    if progress:
-        batches.close()
+    )["predict_seconds"]
 
     results: dict[str, dict[str, Any]] = {}
     for name, acc in accs.items():
