@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from nowcast.evaluation.evaluate import accumulate_forecasts
 from nowcast.forecast import Forecaster
 
 __all__ = [
