@@ -641,11 +641,9 @@ def _train(
         if env.is_main:
             ckpt_io.save_checkpoint(make_checkpoint(), ckpt_dir / name)
 
-    def validate() -> bool:
-        """Validate, checkpoint, update early stopping; True when patience ran out."""
-        nonlocal last_val, validated_at, val_time
-        t0 = time.perf_counter()
-        validated_at = state.step
+    def measure_val() -> dict[str, float]:
+        """Validation loss and MSE of the current weights, logged and kept."""
+        nonlocal last_val
         res = evaluate_loss(
             raw_model,
             val_loader,
@@ -657,6 +655,14 @@ def _train(
         )
         last_val = {"val_loss": res["loss"], "val_mse": res["mse"]}
         logger.log(state.step, state.epoch, "val", loss=res["loss"], mse=res["mse"])
+        return res
+
+    def validate() -> bool:
+        """Validate, checkpoint, update early stopping; True when patience ran out."""
+        nonlocal validated_at, val_time
+        t0 = time.perf_counter()
+        validated_at = state.step
+        res = measure_val()
         if scheduler is not None and isinstance(
             scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau
         ):
@@ -830,17 +836,7 @@ def _train(
     # ---- wrap up
     if validated_at != state.step:
         # a reporting-only validation: does not touch the early-stopping state
-        res = evaluate_loss(
-            raw_model,
-            val_loader,
-            loss_fn,
-            device,
-            mask,
-            amp_dtype,
-            None if limit_val is None else int(limit_val),
-        )
-        last_val = {"val_loss": res["loss"], "val_mse": res["mse"]}
-        logger.log(state.step, state.epoch, "val", loss=res["loss"], mse=res["mse"])
+        measure_val()
     save("last.pt")
     if env.is_main and not (ckpt_dir / "best.pt").exists():
         save("best.pt")
