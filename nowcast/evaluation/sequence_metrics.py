@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nowcast.evaluation.evaluate import accumulate_forecasts
+from nowcast.evaluation.evaluate import _jsonable, accumulate_forecasts
 from nowcast.forecast import Forecaster
 
 __all__ = [
@@ -596,20 +596,6 @@ def sequence_markdown_table(
             f"| {row} | {int(vals['parameters']):,} | {_fmt(vals['cross_entropy'])} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float | np.floating):
-        return None if not math.isfinite(float(x)) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
 
 
 def _write_plot(results: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
