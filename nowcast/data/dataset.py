@@ -236,7 +236,7 @@ def radar_datasets(
             variable=variable,
             in_memory=bool(in_memory),
         )
-    if len(out["train"]) == 0:
+    if counts[0] > 0 and len(out["train"]) == 0:
         raise ValueError(
             f"{path} yields no training windows: it needs at least one gap-free run of "
             f"{block_len} frames within a day ({times.size} frames found)"

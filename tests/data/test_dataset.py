@@ -109,3 +109,10 @@ def test_true_motion_at_the_analysis_time(tmp_path):
     # analysis time = start 3 + input_len 5 - 1 = frame 7
     assert uv.shape == (2, 4, 4)
     assert float(uv[0, 0, 0]) == 7.0 and float(uv[1, 0, 0]) == -7.0
+
+
+def test_test_only_split_for_evaluating_short_archives(processed):
+    # e.g. a few hours of real radar: every 40-frame block goes to the test split
+    splits = radar_datasets(processed, 5, 15, counts=(0, 0, 1))
+    # 2 days x 6 blocks x 21 windows, all in test
+    assert {k: len(v) for k, v in splits.items()} == {"train": 0, "val": 0, "test": 252}
