@@ -6,7 +6,7 @@
 # package itself only asks for a range.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-$(command -v python3 || command -v python)}"
+PY="${PYTHON:-$(command -v python || command -v python3)}"  # the `python` the README uses
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   echo "nowcast setup: no torch found, installing torch==2.13.0 (CPU build)"
   "$PY" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
