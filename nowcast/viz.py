@@ -529,6 +529,7 @@ def animate(
     interval_ms: int = 500,
     dpi: int = 72,
     panel_size: float = 3.0,
+    mask: Any = None,
 ) -> str | Path:
     """Animate truth and forecasts side by side, one frame per lead time.
 
@@ -556,6 +557,9 @@ def animate(
         Resolution of the frames.
     panel_size : float
         Size of one panel in inches.
+    mask : array or tensor of bool, (H, W), optional
+        Pixels to hide (True = hide: noise, clutter, outside coverage), drawn grey
+        as in :func:`plot_sequence`.
 
     Returns
     -------
@@ -592,6 +596,11 @@ def animate(
                 "all panels must cover the same lead times and grid"
             )
     data = [_physical(a, to_physical, label) for label, a in panels]
+    hide = _mask(mask, shape[1:])
+    if hide is not None:
+        data = [
+            np.ma.masked_array(d, mask=np.broadcast_to(hide, d.shape)) for d in data
+        ]
     n_frames = shape[0]
     leads = lead_time_labels(n_frames, frame_minutes)
 

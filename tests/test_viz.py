@@ -436,3 +436,32 @@ def test_viz_never_touches_pyplot():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_animate_mask_hides_pixels():
+    truth = blob_sequence(3)  # the echo moves, so unmasked panels change every frame
+
+    def first_and_last(mask):
+        html = viz.animate(
+            truth, {}, dpi=40, mask=mask, to_physical=hko_dbz
+        )  # PNG frames
+        frames = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=\\\n]+)", html)
+        pngs = [
+            np.asarray(
+                Image.open(
+                    io.BytesIO(
+                        base64.b64decode(f.replace("\\\n", "").replace("\n", ""))
+                    )
+                ).convert("RGB")
+            )
+            for f in (frames[0], frames[-1])
+        ]
+        # below the title (0.6 in = 24 px at dpi 40), only the panels are drawn
+        return pngs[0][30:], pngs[1][30:]
+
+    a, b = first_and_last(None)
+    assert not np.array_equal(a, b)
+    a, b = first_and_last(np.ones(truth.shape[1:], bool))  # everything hidden
+    assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match=r"mask must be \(H, W\)"):
+        viz.animate(truth, {}, mask=np.zeros((5, 5), bool))
