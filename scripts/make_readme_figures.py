@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from nowcast.data.dataset import rainiest_windows
 from nowcast.evaluation.evaluate import evaluate_forecasters, scores_by_lead
 from nowcast.evaluation.metrics import grey_to_dbz
-from nowcast.evaluation.run import DEFAULT_EVALUATION, build_baselines, model_label
+from nowcast.evaluation.run import build_baselines, evaluation_settings, model_label
 from nowcast.training.checkpoint import load_checkpoint, load_forecaster
 from nowcast.viz import plot_metrics_by_lead_time, plot_sequence
 
@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     zmax = test.zmax if np.isfinite(test.zmax) else float(data_cfg.get("dbz_max", 60))
 
     name = model_label(config)
-    baselines = build_baselines(DEFAULT_EVALUATION["baselines"])
+    evaluation = evaluation_settings(config)  # the run's baselines (tuned ROVER)
+    baselines = build_baselines(evaluation["baselines"])
     forecasters = {name: load_forecaster(ckpt_path), **baselines}
     args.out.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
         n_steps=n_steps,
         batch_size=args.batch_size,
         accumulator_kwargs={
-            "thresholds": DEFAULT_EVALUATION["thresholds"],
+            "thresholds": evaluation["thresholds"],
             "a": float(data_cfg.get("zr_a", 58.53)),
             "b": float(data_cfg.get("zr_b", 1.56)),
             "dbz_min": zmin,

@@ -24,6 +24,7 @@ from nowcast.forecast import Forecaster
 
 __all__ = [
     "build_baselines",
+    "evaluation_settings",
     "resolve_device",
     "evaluate_split",
     "evaluate_datasets",
@@ -46,6 +47,29 @@ DEFAULT_EVALUATION = {
     "n_examples": 3,
     "device": "auto",
 }
+
+
+def evaluation_settings(
+    config: Mapping[str, Any] | DictConfig | None,
+) -> dict[str, Any]:
+    """A run's evaluation settings: its ``evaluation`` node over :data:`DEFAULT_EVALUATION`.
+
+    Parameters
+    ----------
+    config : mapping or DictConfig, optional
+        A composed training config or the ``config`` stored in a checkpoint (both
+        carry the ``evaluation`` group of ``configs/evaluation/``: the baselines with
+        the tuned ROVER parameters, thresholds, ...).
+
+    Returns
+    -------
+    dict
+        Plain settings; the baselines of a config win over the built-in defaults.
+    """
+    node = None if config is None else config.get("evaluation")
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    return {**DEFAULT_EVALUATION, **dict(node or {})}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -299,11 +323,7 @@ def run_test_evaluation(
     ``run_dir / "evaluation"``, prints the table and returns the flat summary of
     :func:`evaluate_datasets`.
     """
-    ev_cfg = cfg.get("evaluation")
-    evaluation = (
-        OmegaConf.to_container(ev_cfg, resolve=True) if ev_cfg is not None else None
-    )
-    evaluation = {**DEFAULT_EVALUATION, **(evaluation or {})}
+    evaluation = evaluation_settings(cfg)
     forecasters: dict[str, Forecaster] = {model_label(cfg): model}
     forecasters.update(build_baselines(evaluation["baselines"]))
     out = evaluate_datasets(

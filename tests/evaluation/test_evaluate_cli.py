@@ -173,3 +173,19 @@ def test_sequence_data_is_scored_with_sequence_metrics(tmp_path):
     ).exists()
     with pytest.raises(ValueError, match="unknown data kind 'video'"):
         evaluate_datasets({}, datasets, {"kind": "video"}, None, tmp_path)
+
+
+def test_evaluation_settings_take_the_runs_baselines():
+    from omegaconf import OmegaConf
+
+    from nowcast.evaluation.run import DEFAULT_EVALUATION, evaluation_settings
+
+    assert evaluation_settings(None) == DEFAULT_EVALUATION
+    # the training config composes configs/evaluation/default.yaml: tuned ROVER params
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train")
+    tuned = OmegaConf.load(ROOT / "configs" / "baseline" / "rover_tuned.yaml")
+    ev = evaluation_settings(cfg)
+    assert ev["baselines"]["ROVER1"]["patch_size"] == tuned.patch_size
+    assert ev["baselines"]["ROVER3"]["variant"] == 3
+    assert evaluation_settings({"evaluation": {"batch_size": 2}})["batch_size"] == 2
