@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "SumAccumulator",
     "HKO7_DBZ_RANGE",
     "HKO7_ZR",
     "MARSHALL_PALMER_ZR",
@@ -173,7 +174,78 @@ def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, out, torch.full_like(out, float("nan")))
 
 
-class MetricAccumulator:
+class SumAccumulator:
+    """Base of the accumulators: a state of summed tensors, merged by addition.
+
+    Subclasses keep ``self._state`` (``None`` before the first update, else a dict of
+    tensors with the lead time as last axis and a ``"n"`` entry of shape ``(T,)``),
+    define :meth:`_config` (settings that must agree to merge) and may extend
+    :meth:`_layout` (shapes that must agree) and :meth:`_adopt_layout`.
+    """
+
+    _state: dict[str, torch.Tensor] | None
+
+    @property
+    def n_leads(self) -> int | None:
+        """Number of lead times seen so far (``None`` before the first update)."""
+        return None if self._state is None else int(self._state["n"].shape[0])
+
+    def _config(self) -> tuple:
+        raise NotImplementedError
+
+    def _layout(self) -> tuple:
+        return (self.n_leads,)
+
+    def _adopt_layout(self, other: SumAccumulator) -> None:
+        """Copy layout attributes kept outside ``_state`` (none by default)."""
+
+    def merge(self, other: SumAccumulator) -> SumAccumulator:
+        """Add another accumulator's sums into this one (in place); return self."""
+        if not isinstance(other, type(self)):
+            raise TypeError(
+                f"can only merge a {type(self).__name__}, got {type(other).__name__}"
+            )
+        if other._config() != self._config():
+            raise ValueError(
+                "cannot merge accumulators with different settings: "
+                f"{self._config()} vs {other._config()}"
+            )
+        if other._state is None:
+            return self
+        if self._state is None:
+            self._state = {k: v.clone() for k, v in other._state.items()}
+            self._adopt_layout(other)
+            return self
+        if self._layout() != other._layout():
+            raise ValueError(
+                "cannot merge accumulators over different lead times / frame shapes: "
+                f"{self._layout()} vs {other._layout()}"
+            )
+        for k, v in self._state.items():
+            v += other._state[k].to(device=v.device, dtype=v.dtype)
+        return self
+
+    def all_reduce(self) -> SumAccumulator:
+        """Sum the state over all processes (``torch.distributed``); no-op otherwise.
+
+        Every rank must have called ``update`` at least once (the state's shape is
+        only known then). Returns ``self``.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self
+        if self._state is None:
+            raise RuntimeError(
+                "all_reduce needs at least one update() on every rank before it is "
+                "called"
+            )
+        for name in sorted(self._state):
+            dist.all_reduce(self._state[name], op=dist.ReduceOp.SUM)
+        return self
+
+
+class MetricAccumulator(SumAccumulator):
     """Accumulate the paper's scores per lead time over batches, compute them once.
 
     Parameters
@@ -232,11 +304,6 @@ class MetricAccumulator:
         self._state: dict[str, torch.Tensor] | None = None
 
     # -- state -------------------------------------------------------------------------
-    @property
-    def n_leads(self) -> int | None:
-        """Number of lead times seen so far (``None`` before the first update)."""
-        return None if self._state is None else int(self._state["n"].shape[0])
-
     def _config(self) -> tuple:
         return (self.thresholds, self.a, self.b, self.dbz_min, self.dbz_max)
 
@@ -360,50 +427,6 @@ class MetricAccumulator:
                 score = num / den.clamp_min(1)
                 st[f"frame_{name}"][k] += torch.where(ok, score, 0.0).sum(0)
                 st[f"frame_{name}_count"][k] += ok.to(dt).sum(0)
-
-    def merge(self, other: MetricAccumulator) -> MetricAccumulator:
-        """Add another accumulator's counts into this one (in place); return self."""
-        if not isinstance(other, MetricAccumulator):
-            raise TypeError(
-                f"can only merge a MetricAccumulator, got {type(other).__name__}"
-            )
-        if other._config() != self._config():
-            raise ValueError(
-                "cannot merge accumulators with different settings: "
-                f"{self._config()} vs {other._config()}"
-            )
-        if other._state is None:
-            return self
-        if self._state is None:
-            self._state = {k: v.clone() for k, v in other._state.items()}
-            return self
-        if self.n_leads != other.n_leads:
-            raise ValueError(
-                f"cannot merge accumulators over {self.n_leads} and {other.n_leads} "
-                "leads"
-            )
-        for k, v in self._state.items():
-            v += other._state[k].to(device=v.device, dtype=v.dtype)
-        return self
-
-    def all_reduce(self) -> MetricAccumulator:
-        """Sum the counts over all processes (``torch.distributed``); no-op otherwise.
-
-        Every rank must have called :meth:`update` at least once (the state's shape is
-        only known then). Returns ``self``.
-        """
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            return self
-        if self._state is None:
-            raise RuntimeError(
-                "all_reduce needs at least one update() on every rank before it is "
-                "called"
-            )
-        for name in sorted(self._state):
-            dist.all_reduce(self._state[name], op=dist.ReduceOp.SUM)
-        return self
 
     # -- scores ------------------------------------------------------------------------
     def compute(self, aggregation: str | None = None) -> dict[str, Any]:

@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import Dataset
 
 from nowcast.evaluation.evaluate import _jsonable, accumulate_forecasts
+from nowcast.evaluation.metrics import SumAccumulator
 from nowcast.forecast import Forecaster
 
 __all__ = [
@@ -283,7 +284,7 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
         )
 
 
-class SequenceMetricAccumulator:
+class SequenceMetricAccumulator(SumAccumulator):
     """Per-lead sums of cross-entropy, squared and absolute errors and SSIM.
 
     Parameters
@@ -334,10 +335,11 @@ class SequenceMetricAccumulator:
     def _config(self) -> tuple:
         return (self.eps, self.win_size, self.sigma, self.data_range)
 
-    @property
-    def n_leads(self) -> int | None:
-        """Lead times seen so far (None before the first update)."""
-        return None if self._state is None else int(self._state["n"].shape[0])
+    def _layout(self) -> tuple:
+        return (self.n_leads, self._frame_shape)
+
+    def _adopt_layout(self, other: SumAccumulator) -> None:
+        self._frame_shape = other._frame_shape  # type: ignore[attr-defined]
 
     def reset(self) -> None:
         """Forget everything accumulated."""
@@ -399,51 +401,6 @@ class SequenceMetricAccumulator:
         frame_ssim = ssim(p, t, self.data_range, self.win_size, self.sigma)  # (B, T, C)
         st["ssim"] += frame_ssim.to(dt).mean(dim=2).sum(0)
         st["n"] += pred_probs.shape[0]
-
-    def merge(self, other: SequenceMetricAccumulator) -> SequenceMetricAccumulator:
-        """Add another accumulator's sums into this one (in place); returns ``self``."""
-        if not isinstance(other, SequenceMetricAccumulator):
-            raise TypeError(
-                "can only merge a SequenceMetricAccumulator, got "
-                f"{type(other).__name__}"
-            )
-        if other._config() != self._config():
-            raise ValueError(
-                "cannot merge accumulators with different settings (eps, win_size, "
-                f"sigma, data_range): {self._config()} vs {other._config()}"
-            )
-        if other._state is None:
-            return self
-        if self._state is None:
-            self._state = {k: v.clone() for k, v in other._state.items()}
-            self._frame_shape = other._frame_shape
-            return self
-        if (self.n_leads, self._frame_shape) != (other.n_leads, other._frame_shape):
-            raise ValueError(
-                "cannot merge accumulators over different (T, C, H, W): "
-                f"({self.n_leads}, {self._frame_shape}) vs "
-                f"({other.n_leads}, {other._frame_shape})"
-            )
-        for k, v in self._state.items():
-            v += other._state[k].to(device=v.device, dtype=v.dtype)
-        return self
-
-    def all_reduce(self) -> SequenceMetricAccumulator:
-        """Sum the state over all processes (``torch.distributed``); no-op otherwise.
-
-        Every rank must have called :meth:`update` at least once. Returns ``self``.
-        """
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            return self
-        if self._state is None:
-            raise RuntimeError(
-                "all_reduce needs at least one update() on every rank before it is called"
-            )
-        for name in sorted(self._state):
-            dist.all_reduce(self._state[name], op=dist.ReduceOp.SUM)
-        return self
 
     def compute(self) -> dict[str, Any]:
         """The scores.

@@ -222,3 +222,28 @@ def test_accumulates_on_the_gpu():
     np.testing.assert_allclose(
         gpu.compute()["csi_by_lead"], cpu.compute()["csi_by_lead"]
     )
+
+
+def test_merge_refuses_mismatched_accumulators():
+    from nowcast.evaluation.sequence_metrics import SequenceMetricAccumulator
+
+    x = torch.rand(2, 3, 1, 8, 8)
+    a, b = MetricAccumulator(), MetricAccumulator()
+    a.update(x, x)
+    b.update(x[:, :2], x[:, :2])  # 2 leads instead of 3
+    with pytest.raises(ValueError, match=r"different lead times.*\(3,\) vs \(2,\)"):
+        a.merge(b)
+    with pytest.raises(ValueError, match="different settings"):
+        a.merge(MetricAccumulator(a=200.0, b=1.6))
+    with pytest.raises(TypeError, match="can only merge a MetricAccumulator"):
+        a.merge(SequenceMetricAccumulator())
+    y = torch.rand(2, 3, 1, 16, 16)
+    s1, s2 = SequenceMetricAccumulator(), SequenceMetricAccumulator()
+    s1.update(y, y)
+    s2.update(y[..., :12], y[..., :12])  # another frame size
+    with pytest.raises(
+        ValueError, match=r"\(3, \(1, 16, 16\)\) vs \(3, \(1, 16, 12\)\)"
+    ):
+        s1.merge(s2)
+    empty = SequenceMetricAccumulator().merge(s1)  # adopts state and frame shape
+    assert empty._layout() == s1._layout()
