@@ -57,8 +57,9 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     forecasters = {}
     ckpt_config = None
     if cfg.ckpt_path:
-        ckpt_config = load_checkpoint(cfg.ckpt_path)["config"]
-        model = load_forecaster(cfg.ckpt_path)
+        ckpt = load_checkpoint(cfg.ckpt_path)
+        ckpt_config = ckpt["config"]
+        model = load_forecaster(ckpt)
         forecasters[model_label(ckpt_config)] = model
     data_cfg = _data_config(cfg, ckpt_config)
     datasets = instantiate(data_cfg.datasets)

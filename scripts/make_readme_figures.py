@@ -65,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     """Write both figures; returns their paths."""
     args = parse_args(argv)
     ckpt_path = args.ckpt if args.ckpt is not None else newest_checkpoint()
-    config = load_checkpoint(ckpt_path)["config"]
+    ckpt = load_checkpoint(ckpt_path)
+    config = ckpt["config"]
     data_cfg = config["data"]
     test = instantiate(data_cfg["datasets"], _convert_="all")["test"]
     n_steps = int(data_cfg["output_len"])
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     name = model_label(config)
     evaluation = evaluation_settings(config)  # the run's baselines (tuned ROVER)
     baselines = build_baselines(evaluation["baselines"])
-    forecasters = {name: load_forecaster(ckpt_path), **baselines}
+    forecasters = {name: load_forecaster(ckpt), **baselines}
     args.out.mkdir(parents=True, exist_ok=True)
     paths = {}
 

@@ -168,14 +168,16 @@ def build_model(model_config: Mapping[str, Any]) -> nn.Module:
 
 
 def load_forecaster(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+    path: str | os.PathLike | Mapping[str, Any],
+    map_location: str | torch.device = "cpu",
 ) -> nn.Module:
     """Rebuild a trained forecaster from a checkpoint, for inference.
 
     Parameters
     ----------
-    path : str or os.PathLike
-        Checkpoint written by the trainer.
+    path : str, os.PathLike or dict
+        Checkpoint written by the trainer, or one already read with
+        :func:`load_checkpoint` (callers that also need its config read it once).
     map_location : str or torch.device
         Device of the returned model.
 
@@ -185,7 +187,13 @@ def load_forecaster(
         The model in eval mode with the stored weights; call
         ``model.predict(inputs, n_steps)`` for forecasts in [0, 1].
     """
-    ckpt = load_checkpoint(path, map_location=map_location)
+    ckpt = (
+        path
+        if isinstance(path, Mapping)
+        else load_checkpoint(path, map_location=map_location)
+    )
+    if isinstance(path, Mapping):
+        path = "(loaded checkpoint)"
     config = ckpt["config"]
     if not isinstance(config, Mapping) or "model" not in config:
         raise ValueError(

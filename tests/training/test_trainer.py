@@ -51,6 +51,12 @@ def test_seeded_runs_repeat_and_checkpoint_loads_for_inference(
     forecast = model.predict(torch.rand(2, 2, 1, 16, 16), 3)
     assert forecast.shape == (2, 3, 1, 16, 16)
     assert forecast.min() >= 0 and forecast.max() <= 1
+    # an already-read checkpoint rebuilds the same model (no second read)
+    again = load_forecaster(ck)
+    for (k, v), (k2, v2) in zip(
+        model.state_dict().items(), again.state_dict().items(), strict=True
+    ):
+        assert k == k2 and torch.equal(v, v2)
 
 
 @pytest.mark.slow
