@@ -10,6 +10,7 @@ has to fit in memory; each DataLoader worker opens its own handle.
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 import netCDF4
@@ -27,6 +28,23 @@ def _read_times(path: Path) -> np.ndarray:
     """Decoded frame times of a radar netCDF file (datetime64[ns], shape (T,))."""
     with xr.open_dataset(path, engine="netcdf4") as ds:
         return np.asarray(ds["time"].values, dtype="datetime64[ns]")
+
+
+#: Datasets holding an open netCDF4 handle in this process.
+_OPEN_DATASETS: weakref.WeakSet[RadarWindowDataset] = weakref.WeakSet()
+
+
+def _close_handles_before_fork() -> None:
+    """HDF5 is not fork-safe: close open handles before DataLoader workers fork.
+
+    Each process reopens its own handle lazily on the next read.
+    """
+    for ds in list(_OPEN_DATASETS):
+        ds.close()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_close_handles_before_fork)
 
 
 class RadarWindowDataset(Dataset):
@@ -119,6 +137,7 @@ class RadarWindowDataset(Dataset):
             self._handle = netCDF4.Dataset(self.path)
             self._handle.set_auto_mask(False)
             self._pid = os.getpid()
+            _OPEN_DATASETS.add(self)
         return np.asarray(
             self._handle.variables[self.variable][start:stop], dtype=np.float32
         )
@@ -157,13 +176,17 @@ class RadarWindowDataset(Dataset):
         state["_pid"] = None
         return state
 
-    def __del__(self) -> None:
-        handle = getattr(self, "_handle", None)
+    def close(self) -> None:
+        """Close this process's file handle (reopened lazily on the next read)."""
+        handle, self._handle, self._pid = getattr(self, "_handle", None), None, None
         if handle is not None:
             try:
                 handle.close()
-            except RuntimeError:
+            except RuntimeError:  # already closed
                 pass
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def radar_datasets(

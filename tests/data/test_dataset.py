@@ -116,3 +116,15 @@ def test_test_only_split_for_evaluating_short_archives(processed):
     splits = radar_datasets(processed, 5, 15, counts=(0, 0, 1))
     # 2 days x 6 blocks x 21 windows, all in test
     assert {k: len(v) for k, v in splits.items()} == {"train": 0, "val": 0, "test": 252}
+
+
+def test_open_handles_are_closed_before_workers_fork(processed):
+    # HDF5 is not fork-safe: a handle opened by reads in the main process must be
+    # closed before DataLoader workers fork, and reads must still work afterwards
+    ds = radar_datasets(processed, 5, 15, in_memory=False)["train"]
+    x0, _ = ds[0]  # opens a handle in this process
+    assert ds._handle is not None
+    batches = list(DataLoader(ds, batch_size=64, num_workers=2))
+    assert ds._handle is None  # closed at fork
+    torch.testing.assert_close(batches[0][0][0], x0)
+    torch.testing.assert_close(ds[0][0], x0)  # reopened lazily
