@@ -150,3 +150,32 @@ def test_data_loading_tiny(tmp_path):
     got = {(r["source"], r["workers"]) for r in rows}
     assert got == {(s, w) for s in ("netCDF (disk)", "memory") for w in (0, 2)}
     assert all(r["windows_per_s"] > 0 for r in rows)
+
+
+def test_winograd_matches_direct_convolution():
+    ce = _load("conv_efficiency")
+    torch.manual_seed(0)
+    # odd sizes: the last row/column of 4x4 output tiles is partial
+    x = torch.rand(2, 3, 9, 7, dtype=torch.float32)
+    w = torch.randn(5, 3, 3, 3)
+    b = torch.randn(5)
+    got = ce.winograd_conv3x3(x, w, b)
+    want = torch.nn.functional.conv2d(x, w, b, padding=1)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_efficiency_tiny(tmp_path):
+    ce = _load("conv_efficiency")
+    threads = torch.get_num_threads()
+    try:
+        rows = ce.main(["--tiny", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    _read(tmp_path / "conv_efficiency_cpu.json")
+    what = {r["what"]: r for r in rows}
+    assert what["sgemm (torch.mm)"]["gflops"] > 0
+    assert what["winograd F(4x4,3x3) radar fused [x,h]->4h, layer 2"]["rel_err"] < 1e-4
+    share = what["radar train step: convolution share of CPU time"]
+    assert 0 < share["conv_share"] < 1
+    # Amdahl: removing the non-convolution work gains exactly 1 / share
+    assert share["bound_free_elementwise"] == pytest.approx(1 / share["conv_share"])
