@@ -269,6 +269,33 @@ class MetricsLogger:
             else:
                 self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
+    def carry_over(self, previous: Path, up_to_step: int) -> int:
+        """Copy the rows of an earlier run's ``metrics.csv`` up to ``up_to_step``.
+
+        Used when a run resumes from another run's checkpoint, so that its own
+        ``metrics.csv`` holds the whole history. Rows logged after the checkpoint (the
+        steps the interrupted run lost) are left out; the row count copied is returned.
+        Does nothing (returns 0) on non-zero ranks, when ``previous`` is missing or is
+        this run's own file.
+        """
+        previous = Path(previous)
+        if (
+            not self.enabled
+            or not previous.is_file()
+            or previous.resolve() == self.path.resolve()
+        ):
+            return 0
+        with open(previous, newline="") as f:
+            rows = [
+                r
+                for r in csv.DictReader(f)
+                if r.get("step", "").isdigit() and int(r["step"]) <= up_to_step
+            ]
+        for r in rows:
+            self._writer.writerow({k: r.get(k, "") for k in CSV_COLUMNS})
+        self._file.flush()
+        return len(rows)
+
     def log(self, step: int, epoch: int, split: str, **values: float) -> None:
         """Append one row; ``values`` are a subset of :data:`CSV_COLUMNS`."""
         if not self.enabled:
@@ -607,6 +634,9 @@ def _train(
     max_skips = int(tcfg.get("max_nonfinite_skips", 20))
     log_every = max(int(log_cfg.get("log_every_n_steps", 10)), 1)
     logger = MetricsLogger(run_dir, env.is_main, log_cfg.get("tensorboard", "auto"))
+    if resume_path is not None and resume_path.parent.name == "checkpoints":
+        # a resumed run's metrics.csv starts with the history it continues
+        logger.carry_over(resume_path.parent.parent / "metrics.csv", state.step)
     show_bar = env.is_main and bool(log_cfg.get("progress_bar", True))
     config_for_ckpt = plain
 

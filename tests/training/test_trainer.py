@@ -94,9 +94,14 @@ def test_crash_and_resume_matches_uninterrupted(tiny_radar_file, tmp_path):
     a = _weights(tmp_path / "full" / "checkpoints" / "last.pt")
     b = _weights(tmp_path / "runs" / "second" / "checkpoints" / "last.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    # the resumed run logs the steps after 4 with the uninterrupted run's losses
-    full_losses = {r["step"]: r["loss"] for r in _rows(tmp_path / "full")}
-    for r in _rows(tmp_path / "runs" / "second"):
+    # the resumed run's metrics.csv holds the whole history: the interrupted run's
+    # rows up to its checkpoint (step 4; its lost step 5 is dropped), then its own,
+    # with the uninterrupted run's losses
+    full_rows = _rows(tmp_path / "full")
+    full_losses = {r["step"]: r["loss"] for r in full_rows}
+    second = _rows(tmp_path / "runs" / "second")
+    assert [r["step"] for r in second] == [r["step"] for r in full_rows]
+    for r in second:
         assert r["loss"] == full_losses[r["step"]]
     assert resumed["val_loss"] == full["val_loss"]
 
