@@ -75,7 +75,12 @@ _G = [
     [1 / 24, -1 / 12, 1 / 6],
     [0, 0, 1],
 ]
-_AT = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+_AT = [
+    [1, 1, 1, 1, 1, 0],
+    [0, 1, -1, 2, -2, 0],
+    [0, 1, 1, 4, 4, 0],
+    [0, 1, -1, 8, -8, 1],
+]
 
 
 def _kron(rows: list[list[float]]) -> Tensor:
@@ -131,7 +136,7 @@ def conv_rows(shapes: list, batch: int, repeats: int, peak: float) -> list[dict]
         b = torch.zeros(cout, requires_grad=True)
         flops = 3 * 2 * batch * size * size * cout * cin * k * k
 
-        def direct():
+        def direct(x=x, w=w, b=b, k=k):
             F.conv2d(x, w, b, padding=k // 2).sum().backward()
 
         t = _cpu_time(direct, repeats)
@@ -146,7 +151,7 @@ def conv_rows(shapes: list, batch: int, repeats: int, peak: float) -> list[dict]
         if k != 3:
             continue
 
-        def wino():
+        def wino(x=x, w=w, b=b):
             winograd_conv3x3(x, w, b).sum().backward()
 
         tw = _cpu_time(wino, repeats)
@@ -176,7 +181,10 @@ def conv_share(config: dict, batch: int) -> float:
     model = EncoderForecaster(1, config["patch"], config["hidden"], 3, 3)
     opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9)
     size, t_in, t_out = config["size"], config["t_in"], config["t_out"]
-    x, y = torch.rand(batch, t_in, 1, size, size), torch.rand(batch, t_out, 1, size, size)
+    x, y = (
+        torch.rand(batch, t_in, 1, size, size),
+        torch.rand(batch, t_out, 1, size, size),
+    )
 
     def step():
         loss = F.binary_cross_entropy_with_logits(model(x, t_out), y)

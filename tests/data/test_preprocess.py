@@ -294,6 +294,57 @@ def test_preprocessor_save_load_and_errors(small_synthetic, tmp_path):
         Preprocessor(disk_boundary="mirror")
 
 
+def test_transform_to_file_equals_transform_then_write(small_synthetic, tmp_path):
+    pre = Preprocessor(
+        crop_size=66, disk_radius=3, resize_to=32, chunk_time=7, progress=False
+    )
+    pre.fit(small_synthetic.isel(time=slice(0, 80)))
+    raw = small_synthetic.isel(time=slice(0, 30)).copy(deep=True)
+    before = processing_steps(pre.transform(raw))[0]["n_filled"]
+    raw["intensity"][3, 40:44, 40:44] = np.nan  # 16 more no-data pixels in the crop
+    lazy = xr.open_dataset(write_radar(raw, tmp_path / "raw.nc"), chunks={"time": 16})
+    in_memory = pre.transform(raw)
+    written = pre.transform_to_file(lazy, tmp_path / "out" / "proc.nc", chunk_time=4)
+    lazy.close()
+    assert written == tmp_path / "out" / "proc.nc"
+    assert [p.name for p in written.parent.iterdir()] == ["proc.nc"]  # no temp left
+    with xr.open_dataset(written) as got:
+        assert set(got.data_vars) == set(in_memory.data_vars)
+        for var in in_memory.data_vars:
+            np.testing.assert_array_equal(got[var].values, in_memory[var].values)
+            for k, v in in_memory[var].attrs.items():
+                assert got[var].attrs[k] == v, (var, k)
+        np.testing.assert_array_equal(got["time"].values, in_memory["time"].values)
+        np.testing.assert_allclose(got["x"].values, in_memory["x"].values)
+        assert processing_steps(got) == processing_steps(in_memory)
+        fill = processing_steps(got)[0]
+        assert fill["step"] == "fill_nan" and fill["n_filled"] == before + 16
+        assert got["intensity"].encoding["chunksizes"] == (4, 32, 32)
+
+
+def test_transform_to_file_is_atomic(small_synthetic, tmp_path, monkeypatch):
+    pre = Preprocessor(
+        crop_size=66, disk_radius=3, resize_to=32, chunk_time=5, progress=False
+    )
+    pre.fit(small_synthetic.isel(time=slice(0, 80)))
+    calls = []
+    real = Preprocessor._transform_frames
+
+    def fail_on_third_chunk(self, v, g, mask):
+        calls.append(len(v))
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return real(self, v, g, mask)
+
+    monkeypatch.setattr(Preprocessor, "_transform_frames", fail_on_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        pre.transform_to_file(
+            small_synthetic.isel(time=slice(0, 30)), tmp_path / "p.nc"
+        )
+    assert calls == [5, 5, 5]  # chunk by chunk, not all frames at once
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+
+
 def test_preprocessor_fits_missing_bounds():
     ds = _constant_radar(5.0)
     ds["intensity"][0, 0, 0] = 1.0
