@@ -179,3 +179,15 @@ def test_conv_efficiency_tiny(tmp_path):
     assert 0 < share["conv_share"] < 1
     # Amdahl: removing the non-convolution work gains exactly 1 / share
     assert share["bound_free_elementwise"] == pytest.approx(1 / share["conv_share"])
+
+
+@pytest.mark.slow
+def test_preprocess_memory_tiny(tmp_path):
+    pm = _load("preprocess_memory")
+    rows = pm.main(["--tiny", "--out", str(tmp_path)])
+    _read(tmp_path / "preprocess_memory_cpu.json")
+    assert {r["method"] for r in rows} == {
+        "transform + write_radar",
+        "transform_to_file",
+    }
+    assert all(r["frames"] == 40 and r["peak_growth_MiB"] >= 0 for r in rows)
