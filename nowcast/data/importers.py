@@ -1105,7 +1105,7 @@ register_preset(
             "(8-bit PGM, ~1 km polar stereographic grid), via the pysteps-data "
             "example collection",
             "institution": "Finnish Meteorological Institute",
-            "licence": "FMI open data licence (Creative Commons Attribution 4.0)",
+            "licence": "FMI open data licence: CC BY 4.0 (since 2015-03-01)",
             "conversion": "dBZ = 0.5 * p - 32; p = 255 no data",
         },
     )
