@@ -502,9 +502,12 @@ def train(
     log_cfg = _section(plain, "logging")
     env = init_distributed(tcfg.get("accelerator", "auto"), tcfg.get("dist_backend"))
     try:
-        return _train(cfg, plain, tcfg, data_cfg, log_cfg, env, run_dir, callbacks)
-    finally:
+        metrics = _train(cfg, plain, tcfg, data_cfg, log_cfg, env, run_dir, callbacks)
+    except BaseException:
         cleanup_distributed()
+        raise
+    cleanup_distributed(synchronize=True)
+    return metrics
 
 
 def _train(
