@@ -177,8 +177,6 @@ def test_conv_efficiency_tiny(tmp_path):
     assert what["winograd F(4x4,3x3) radar fused [x,h]->4h, layer 2"]["rel_err"] < 1e-4
     share = what["radar train step: convolution share of CPU time"]
     assert 0 < share["conv_share"] < 1
-    # Amdahl: removing the non-convolution work gains exactly 1 / share
-    assert share["bound_free_elementwise"] == pytest.approx(1 / share["conv_share"])
 
 
 @pytest.mark.slow

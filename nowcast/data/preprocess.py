@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from nowcast.data.radar import (
     intensity_name,
+    netcdf_encoding,
     open_radar,
     record_step,
     validate_radar,
@@ -190,7 +191,11 @@ class MinMaxNormalizer:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"normaliser file {path} does not exist")
-        d = json.loads(path.read_text())
+        return cls.from_dict(json.loads(path.read_text()))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MinMaxNormalizer:
+        """Inverse of :meth:`to_dict`."""
         obj = cls(d["zmin"], d["zmax"])
         obj.fitted_bounds = list(d.get("fitted", []))
         return obj
@@ -978,15 +983,7 @@ class Preprocessor:
         result = self._result(ds, da, g)  # everything but the frames
         n_t = da.shape[0]
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        encoding = {
-            v: {"zlib": complevel > 0, "complevel": complevel} for v in result.data_vars
-        }
-        for v in result.data_vars:
-            if "time" in result[v].dims:
-                encoding[v]["chunksizes"] = tuple(
-                    min(chunk_time, n_t) if d == "time" else result.sizes[d]
-                    for d in result[v].dims
-                )
+        encoding = netcdf_encoding(result, chunk_time, complevel)
         try:
             result.to_netcdf(tmp, format="NETCDF4", engine="netcdf4", encoding=encoding)
             n_nan = 0
@@ -1191,8 +1188,7 @@ class Preprocessor:
             raise FileNotFoundError(f"preprocessor file {path} does not exist")
         state = json.loads(path.read_text())
         obj = cls(**state["params"])
-        norm = state["normalizer"]
-        obj.normalizer.zmin, obj.normalizer.zmax = norm["zmin"], norm["zmax"]
+        obj.normalizer = MinMaxNormalizer.from_dict(state["normalizer"])
         if "noise_mask_file" in state:
             obj.noise_mask = NoiseMask.load(path.with_name(state["noise_mask_file"]))
         return obj

@@ -234,6 +234,21 @@ def validate_radar(
     return ds
 
 
+def netcdf_encoding(ds: xr.Dataset, chunk_time: int, complevel: int) -> dict:
+    """Per-variable netCDF4 encoding of :func:`write_radar`: zlib at ``complevel``,
+    variables along ``time`` chunked by ``chunk_time`` whole frames."""
+    encoding = {}
+    for var, da in ds.data_vars.items():
+        enc: dict = {"zlib": complevel > 0, "complevel": complevel}
+        if "time" in da.dims:
+            enc["chunksizes"] = tuple(
+                min(chunk_time, ds.sizes[d]) if d == "time" else ds.sizes[d]
+                for d in da.dims
+            )
+        encoding[var] = enc
+    return encoding
+
+
 def write_radar(
     ds: xr.Dataset,
     path: PathLike,
@@ -267,20 +282,14 @@ def write_radar(
     validate_radar(ds, allow_nan=allow_nan)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    encoding = {}
-    for var, da in ds.data_vars.items():
-        enc: dict = {"zlib": complevel > 0, "complevel": complevel}
-        if da.dtype == bool:
-            enc = {"zlib": complevel > 0, "complevel": complevel}
-        if "time" in da.dims and da.ndim >= 1:
-            enc["chunksizes"] = tuple(
-                min(chunk_time, ds.sizes[d]) if d == "time" else ds.sizes[d]
-                for d in da.dims
-            )
-        encoding[var] = enc
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        ds.to_netcdf(tmp, format="NETCDF4", engine="netcdf4", encoding=encoding)
+        ds.to_netcdf(
+            tmp,
+            format="NETCDF4",
+            engine="netcdf4",
+            encoding=netcdf_encoding(ds, chunk_time, complevel),
+        )
         os.replace(tmp, path)
     finally:
         if tmp.exists():

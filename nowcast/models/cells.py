@@ -182,6 +182,20 @@ class _ConvCellBase(nn.Module):
     def _conv(cin: int, cout: int, k: tuple[int, int], bias: bool) -> nn.Conv2d:
         return nn.Conv2d(cin, cout, k, padding=(k[0] // 2, k[1] // 2), bias=bias)
 
+    def input_gates(self, x: Tensor) -> Tensor:
+        """Input-to-state part of every gate, ``W_x * X + b``, for a non-fused cell.
+
+        ``x`` is ``(N, C_in, H, W)``; returns ``(N, n_gates C_hid, H, W)`` (ConvLSTM:
+        ``i, f, c~, o``; ConvGRU: ``z, r, h~``). A stack calls it once on all time
+        steps folded into the batch.
+        """
+        if self.input_conv is None:
+            raise RuntimeError(
+                "input_gates is only defined for cells with different input and "
+                "state kernels (fused=False)"
+            )
+        return self.input_conv(x)
+
 
 class ConvLSTMCell(_ConvCellBase):
     r"""ConvLSTM cell with Hadamard peepholes, Shi et al. (2015), eq. (3).
@@ -283,19 +297,6 @@ class ConvLSTMCell(_ConvCellBase):
             torch.zeros(shape, device=device, dtype=dtype),
             torch.zeros(shape, device=device, dtype=dtype),
         )
-
-    def input_gates(self, x: Tensor) -> Tensor:
-        """Input-to-state part ``W_x* * X + b`` for a non-fused cell.
-
-        ``x`` is ``(N, C_in, H, W)``; returns ``(N, 4 C_hid, H, W)``. A stack calls it
-        once on all time steps folded into the batch.
-        """
-        if self.input_conv is None:
-            raise RuntimeError(
-                "input_gates is only defined for cells with different input and "
-                "state kernels (fused=False)"
-            )
-        return self.input_conv(x)
 
     def step(
         self, x: Tensor | None, state: LSTMState, x_gates: Tensor | None = None
@@ -453,18 +454,6 @@ class ConvGRUCell(_ConvCellBase):
             device=device or w.device,
             dtype=dtype or w.dtype,
         )
-
-    def input_gates(self, x: Tensor) -> Tensor:
-        """Input-to-state part ``[W_z, W_r, W_h] * X + b`` (non-fused cells only).
-
-        ``x`` is ``(N, C_in, H, W)``; returns ``(N, 3 C_hid, H, W)``.
-        """
-        if self.input_conv is None:
-            raise RuntimeError(
-                "input_gates is only defined for cells with different input and "
-                "state kernels (fused=False)"
-            )
-        return self.input_conv(x)
 
     def step(
         self, x: Tensor | None, state: Tensor, x_gates: Tensor | None = None
