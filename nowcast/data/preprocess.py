@@ -20,13 +20,27 @@ Order of the steps in :class:`Preprocessor` (per chunk of frames, raw grid first
    crop (a margin of ``disk_radius`` pixels is read with the crop when the frame has
    it), so the result equals "filter the whole frame, then crop"; only where the raw
    frame itself ends is the border mirrored.
+
+Coverage (no-data pixels). Raw pixels that are NaN (outside radar coverage, missing)
+carry no weight in the disk filter or the resize: both are normalised by the covered
+fraction of their footprint (normalised convolution, Knutsson and Westin 1993), so the
+fill value is never smeared into observed pixels (a plain disk mean would pull the
+echo next to the coverage edge towards "dry"). A processed pixel counts as observed
+when at least ``min_coverage`` (default 0.5) of its raw crop/resize footprint had data;
+unobserved processed pixels hold grey 0. When any processed pixel of any frame is
+unobserved, the output keeps a per-frame ``coverage`` variable ``(time, y, x)``
+(uint8, 1 = observed) that the datasets serve as ``target_valid`` and that every
+score and masked loss uses; otherwise (no NaN, or NaN only in the filter margin
+outside the crop) no such variable is written. Frames without NaN take the plain
+path, which gives the same values (the normalisation divides by exactly 1 there).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +48,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from nowcast.data.physical import normalise_units
 from nowcast.data.radar import (
     intensity_name,
     netcdf_encoding,
@@ -44,6 +59,10 @@ from nowcast.data.radar import (
 
 ArrayLike = np.ndarray | torch.Tensor
 PathLike = str | os.PathLike
+log = logging.getLogger(__name__)
+
+#: Name of the per-frame coverage variable of a processed file (1 = observed).
+COVERAGE = "coverage"
 
 __all__ = [
     "minmax_normalize",
@@ -58,6 +77,9 @@ __all__ = [
     "NoiseMask",
     "Preprocessor",
     "FIT_ON",
+    "COVERAGE",
+    "fit_split_attrs",
+    "read_fit_split",
     "preprocess_archive",
     "patchify",
     "unpatchify",
@@ -735,6 +757,14 @@ class Preprocessor:
         footprint (after crop and resize) is masked; 0 marks any overlap. Masked raw
         pixels are zeroed before the disk filter, so a pixel with a small share of
         clutter keeps a usable value.
+    min_coverage : float in (0, 1]
+        A processed pixel counts as observed when at least this fraction of its raw
+        footprint (after crop and resize) had data (was not NaN); 1 requires all of
+        it. See the module docstring, "Coverage".
+    zr_a, zr_b : float, optional
+        Z-R relation ``Z = a R^b`` of a reflectivity archive, recorded in the output
+        attributes (``zr_a`` / ``zr_b``) so that the scores use it. Ignored (with a
+        warning) for rain-rate archives, whose grey levels need no Z-R relation.
     progress : bool
         Show tqdm progress bars.
     """
@@ -750,6 +780,9 @@ class Preprocessor:
         chunk_time: int = 64,
         disk_boundary: str = "reflect",
         mask_coverage: float = 0.25,
+        min_coverage: float = 0.5,
+        zr_a: float | None = None,
+        zr_b: float | None = None,
         progress: bool = True,
     ):
         if int(chunk_time) != chunk_time or chunk_time < 1:
@@ -787,7 +820,18 @@ class Preprocessor:
         if not 0 <= mask_coverage <= 1:
             raise ValueError(f"mask_coverage must be in [0, 1], got {mask_coverage}")
         self.mask_coverage = float(mask_coverage)
+        if not 0 < min_coverage <= 1:
+            raise ValueError(f"min_coverage must be in (0, 1], got {min_coverage}")
+        self.min_coverage = float(min_coverage)
+        if (zr_a is None) != (zr_b is None):
+            raise ValueError(
+                f"give both zr_a and zr_b (Z = a R^b) or neither, got zr_a={zr_a}, "
+                f"zr_b={zr_b}"
+            )
+        self.zr = None if zr_a is None else (float(zr_a), float(zr_b))
         self.progress = bool(progress)
+        #: Which frames :meth:`fit` used (see :meth:`fit`); None when not recorded.
+        self.fit_split: dict | None = None
 
     # ---- configuration ------------------------------------------------------------
     def params(self) -> dict:
@@ -806,6 +850,9 @@ class Preprocessor:
             "chunk_time": self.chunk_time,
             "disk_boundary": self.disk_boundary,
             "mask_coverage": self.mask_coverage,
+            "min_coverage": self.min_coverage,
+            "zr_a": None if self.zr is None else self.zr[0],
+            "zr_b": None if self.zr is None else self.zr[1],
         }
 
     @property
@@ -821,7 +868,7 @@ class Preprocessor:
         return minmax_normalize(v, zmin, zmax).astype(np.float32, copy=False)
 
     # ---- fitting ------------------------------------------------------------------
-    def fit(self, ds: xr.Dataset) -> Preprocessor:
+    def fit(self, ds: xr.Dataset, split: dict | None = None) -> Preprocessor:
         """Fit the missing normalisation bounds and the noise mask.
 
         Parameters
@@ -829,7 +876,14 @@ class Preprocessor:
         ds : xarray.Dataset
             Radar data set (the training split: select its frames first, e.g. with
             ``ds.isel(time=train_index)``). Streamed chunk by chunk.
+        split : dict, optional
+            Which frames ``ds`` holds, recorded in the processed file so that the
+            datasets can refuse a split that evaluates on fitting frames:
+            ``{"fit_on": "train", "block_len": 40, "counts": [4, 1, 1], "seed": 0}``
+            (the training blocks of :func:`nowcast.data.split.block_split`) or
+            ``{"fit_on": "all"}``. See :func:`fit_split_attrs`.
         """
+        self.fit_split = None if split is None else _check_fit_split(split)
         validate_radar(ds, allow_nan=True, check_values=False)
         frames = _as_frames(ds)
         if not self.normalizer.is_fitted:
@@ -889,15 +943,38 @@ class Preprocessor:
         coverage = resize(cropped, g["out"])
         return (coverage >= max(self.mask_coverage, 1e-6)).astype(np.uint8)
 
-    def _transform_frames(self, v: np.ndarray, g: dict, mask: np.ndarray | None):
-        """(t, window) raw chunk -> (t, out) processed chunk."""
+    def _transform_frames(
+        self, v: np.ndarray, g: dict, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(t, window) raw chunk -> (t, out) processed chunk and its coverage.
+
+        The coverage (bool, (t, out), True = observed) is None when every processed
+        pixel of the chunk is observed. With NaN, the disk filter and the resize are normalised by the covered
+        fraction (the NaN pixels are filled with grey 0 and given weight 0), see the
+        module docstring.
+        """
+        ok = ~np.isnan(v)
         p = self._normalize(v)
         if mask is not None:
             p = np.where(mask, np.float32(0.0), p)
+        if ok.all():
+            if self.disk_radius:
+                p = disk_filter(p, self.disk_radius, self.disk_boundary)
+            p = p[:, g["inner"][0], g["inner"][1]]
+            return resize(p, g["out"]), None
+        w = ok.astype(np.float32)
         if self.disk_radius:
-            p = disk_filter(p, self.disk_radius, self.disk_boundary)
-        p = p[:, g["inner"][0], g["inner"][1]]
-        return resize(p, g["out"])
+            # normalised convolution: p is 0 where w is 0, so filter(p) = filter(p w)
+            num = disk_filter(p, self.disk_radius, self.disk_boundary)
+            den = disk_filter(w, self.disk_radius, self.disk_boundary)
+            p = np.where(den > 1e-6, num / np.maximum(den, 1e-6), np.float32(0.0))
+        inner = (slice(None), g["inner"][0], g["inner"][1])
+        p, w = p[inner] * w[inner], w[inner]
+        num, den = resize(p, g["out"]), resize(w, g["out"])
+        covered = den >= np.float32(self.min_coverage) - 1e-6
+        out = np.where(covered, num / np.maximum(den, 1e-6), np.float32(0.0))
+        out = np.clip(out, 0.0, 1.0).astype(np.float32)
+        return out, (None if covered.all() else covered)
 
     # ---- transform ----------------------------------------------------------------
     def transform(self, ds: xr.Dataset) -> xr.Dataset:
@@ -925,16 +1002,26 @@ class Preprocessor:
         """
         da, g, mask_window = self._prepare(ds)
         out = np.empty((da.shape[0], *g["out"]), dtype=np.float32)
+        coverage: np.ndarray | None = None
         n_nan = 0
-        for sl, chunk, nans in self._processed_chunks(da, g, mask_window):
+        for sl, chunk, nans, covered in self._processed_chunks(da, g, mask_window):
             out[sl] = chunk
             n_nan += nans
+            if covered is not None:
+                if coverage is None:
+                    coverage = np.ones(out.shape, dtype=np.uint8)
+                coverage[sl] = covered
         result = self._result(ds, da, g)
         result["intensity"] = (("time", "y", "x"), out, self._intensity_attrs(da))
+        if coverage is not None:
+            result[COVERAGE] = (("time", "y", "x"), coverage, self._coverage_attrs())
         result = result[
             ["intensity", *(v for v in result.data_vars if v != "intensity")]
         ]
-        self._record(result, g, da.shape[1:], n_nan, da.attrs.get("units"))
+        n_uncovered = 0 if coverage is None else int(coverage.size - coverage.sum())
+        self._record(
+            result, g, da.shape[1:], n_nan, da.attrs.get("units"), n_uncovered
+        )
         return result
 
     def transform_to_file(
@@ -998,10 +1085,31 @@ class Preprocessor:
                     fill_value=np.float32(np.nan),
                 )
                 var.setncatts(self._intensity_attrs(da))
-                for sl, chunk, nans in self._processed_chunks(da, g, mask_window):
+                cov_var, n_uncovered = None, 0
+                for sl, chunk, nans, covered in self._processed_chunks(
+                    da, g, mask_window
+                ):
                     var[sl] = chunk
                     n_nan += nans
-                self._record(result, g, da.shape[1:], n_nan, da.attrs.get("units"))
+                    if covered is not None and cov_var is None:
+                        # created at the first chunk with no-data pixels; the frames
+                        # before it were fully observed
+                        cov_var = self._coverage_variable(
+                            nc, n_t, g, chunk_time, complevel
+                        )
+                        cov_var[: sl.start] = np.uint8(1)
+                    if cov_var is not None:
+                        cov = np.ones(chunk.shape, bool) if covered is None else covered
+                        cov_var[sl] = cov.astype(np.uint8)
+                        n_uncovered += int(cov.size - cov.sum())
+                self._record(
+                    result,
+                    g,
+                    da.shape[1:],
+                    n_nan,
+                    da.attrs.get("units"),
+                    n_uncovered,
+                )
                 nc.setncatts({k: v for k, v in result.attrs.items() if v is not None})
             with xr.open_dataset(tmp, engine="netcdf4") as written:
                 validate_radar(written, allow_nan=False, check_values=False)
@@ -1028,8 +1136,9 @@ class Preprocessor:
         return da, g, mask_window
 
     def _processed_chunks(self, da: xr.DataArray, g: dict, mask: np.ndarray | None):
-        """Yield ``(time slice, processed frames, NaN count)``, ``chunk_time`` frames
-        at a time, reading only the crop window (plus the filter margin)."""
+        """Yield ``(time slice, processed frames, NaN count, coverage or None)``,
+        ``chunk_time`` frames at a time, reading only the crop window (plus the filter
+        margin)."""
         starts = range(0, da.shape[0], self.chunk_time)
         for a in tqdm(
             starts, desc="preprocess", unit="chunk", disable=not self.progress
@@ -1039,7 +1148,42 @@ class Preprocessor:
                 da.isel(time=sl, y=g["window"][0], x=g["window"][1]).values,
                 dtype=np.float32,
             )
-            yield sl, self._transform_frames(v, g, mask), int(np.isnan(v).sum())
+            frames, covered = self._transform_frames(v, g, mask)
+            yield sl, frames, int(np.isnan(v).sum()), covered
+
+    def _coverage_attrs(self) -> dict:
+        return {
+            "long_name": "observed pixels (data before the NaN fill)",
+            "flag_values": "0 1",
+            "flag_meanings": "no_data observed",
+            "min_coverage": self.min_coverage,
+        }
+
+    def _coverage_variable(self, nc, n_t: int, g: dict, chunk_time: int, complevel):
+        """Create the ``coverage`` variable (time, y, x) uint8 in an open netCDF."""
+        var = nc.createVariable(
+            COVERAGE,
+            "u1",
+            ("time", "y", "x"),
+            zlib=complevel > 0,
+            complevel=complevel,
+            chunksizes=(min(chunk_time, n_t), *g["out"]),
+        )
+        var.setncatts(self._coverage_attrs())
+        return var
+
+    def _zr_attrs(self, source_units: object) -> dict:
+        """``zr_a`` / ``zr_b`` for a dBZ archive when given; none otherwise."""
+        if self.zr is None:
+            return {}
+        if normalise_units(source_units) != "dBZ":
+            log.warning(
+                "zr_a/zr_b ignored: the archive is in %s, not dBZ (no Z-R relation "
+                "applies to it)",
+                source_units,
+            )
+            return {}
+        return {"zr_a": self.zr[0], "zr_b": self.zr[1]}
 
     def _intensity_attrs(self, da: xr.DataArray) -> dict:
         zmin, zmax = self.normalizer._bounds()
@@ -1085,8 +1229,14 @@ class Preprocessor:
         result.attrs["zmin"] = zmin
         result.attrs["zmax"] = zmax
         result.attrs["source_units"] = str(da.attrs.get("units"))
+        result.attrs.update(self._zr_attrs(da.attrs.get("units")))
+        result.attrs.update(fit_split_attrs(self.fit_split, self._fits_data()))
         self._carry_motion(ds, result, g)
         return result
+
+    def _fits_data(self) -> bool:
+        """Whether anything (noise mask, a bound) was fitted on data."""
+        return self.noise_mask is not None or bool(self.normalizer.fitted_bounds)
 
     def _carry_motion(self, ds: xr.Dataset, result: xr.Dataset, g: dict) -> None:
         """Crop + resize the true motion and rescale it to processed pixels per step."""
@@ -1120,7 +1270,9 @@ class Preprocessor:
             attrs["rescaled_by"] = scale[var]
             result[var] = (dims, vals * np.float32(scale[var]), attrs)
 
-    def _record(self, result, g, raw_shape, n_nan, source_units) -> None:
+    def _record(
+        self, result, g, raw_shape, n_nan, source_units, n_uncovered: int = 0
+    ) -> None:
         zmin, zmax = self.normalizer._bounds()
         record_step(result, "fill_nan", value=zmin, n_filled=n_nan)
         record_step(
@@ -1156,6 +1308,16 @@ class Preprocessor:
             boundary=f"real data around the crop, else {self.disk_boundary}",
         )
         record_step(result, "resize", size=g["out"], method="area")
+        if n_nan:
+            record_step(
+                result,
+                "coverage",
+                variable=COVERAGE if n_uncovered else None,
+                min_coverage=self.min_coverage,
+                n_unobserved_processed=n_uncovered,
+                method="no-data pixels carry no weight in the disk filter and the "
+                "resize (normalised convolution); unobserved processed pixels = 0",
+            )
         for var in MOTION_VARIABLES:
             if var in result:
                 record_step(
@@ -1172,7 +1334,11 @@ class Preprocessor:
         goes next to it as ``<stem>_noise_mask.nc``."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        state = {"params": self.params(), "normalizer": self.normalizer.to_dict()}
+        state = {
+            "params": self.params(),
+            "normalizer": self.normalizer.to_dict(),
+            "fit_split": self.fit_split,
+        }
         if self.noise_mask is not None and self.noise_mask.mask is not None:
             mask_path = path.with_name(f"{path.stem}_noise_mask.nc")
             self.noise_mask.save(mask_path)
@@ -1189,12 +1355,85 @@ class Preprocessor:
         state = json.loads(path.read_text())
         obj = cls(**state["params"])
         obj.normalizer = MinMaxNormalizer.from_dict(state["normalizer"])
+        obj.fit_split = state.get("fit_split")
         if "noise_mask_file" in state:
             obj.noise_mask = NoiseMask.load(path.with_name(state["noise_mask_file"]))
         return obj
 
 
 FIT_ON = ("train", "all")
+_FIT_PREFIX = "noise_mask_fit_"
+
+
+def _check_fit_split(split: Mapping) -> dict:
+    """Validate a fit-split description (see :meth:`Preprocessor.fit`)."""
+    fit_on = split.get("fit_on")
+    if fit_on == "all":
+        return {"fit_on": "all"}
+    if fit_on != "train":
+        raise ValueError(
+            f"fit split must say fit_on='train' or 'all', got {dict(split)!r}"
+        )
+    counts = [int(c) for c in split.get("counts", (4, 1, 1))]
+    if len(counts) != 3:
+        raise ValueError(f"fit split counts must be (train, val, test), got {counts}")
+    return {
+        "fit_on": "train",
+        "block_len": int(split.get("block_len", 40)),
+        "counts": counts,
+        "seed": int(split.get("seed", 0)),
+    }
+
+
+def fit_split_attrs(split: Mapping | None, fitted: bool = True) -> dict:
+    """Global attributes recording which frames the noise mask was fitted on.
+
+    Parameters
+    ----------
+    split : mapping or None
+        ``{"fit_on": "train", "block_len", "counts", "seed"}`` or ``{"fit_on": "all"}``;
+        None records nothing (unknown).
+    fitted : bool
+        Whether anything was fitted on data; if not, ``noise_mask_fit_on = "none"``
+        (nothing to leak, whatever the split).
+
+    Returns
+    -------
+    dict
+        ``noise_mask_fit_on`` and, for ``"train"``, ``noise_mask_fit_block_len``,
+        ``noise_mask_fit_counts`` (3 ints), ``noise_mask_fit_seed``.
+    """
+    if split is None:
+        return {}
+    if not fitted:
+        return {f"{_FIT_PREFIX}on": "none"}
+    split = _check_fit_split(split)
+    out = {f"{_FIT_PREFIX}on": split["fit_on"]}
+    if split["fit_on"] == "train":
+        out[f"{_FIT_PREFIX}block_len"] = split["block_len"]
+        out[f"{_FIT_PREFIX}counts"] = np.asarray(split["counts"], dtype=np.int32)
+        out[f"{_FIT_PREFIX}seed"] = split["seed"]
+    return out
+
+
+def read_fit_split(attrs: Mapping) -> dict | None:
+    """Inverse of :func:`fit_split_attrs`: the recorded fit split, or None.
+
+    Returns ``{"fit_on": "train", "block_len", "counts", "seed"}``,
+    ``{"fit_on": "all"}``, ``{"fit_on": "none"}`` or None when the file records none.
+    """
+    fit_on = attrs.get(f"{_FIT_PREFIX}on")
+    if fit_on is None:
+        return None
+    if str(fit_on) != "train":
+        return {"fit_on": str(fit_on)}
+    counts = np.atleast_1d(np.asarray(attrs[f"{_FIT_PREFIX}counts"])).tolist()
+    return {
+        "fit_on": "train",
+        "block_len": int(attrs[f"{_FIT_PREFIX}block_len"]),
+        "counts": [int(c) for c in counts],
+        "seed": int(attrs[f"{_FIT_PREFIX}seed"]),
+    }
 
 
 def preprocess_archive(
@@ -1203,6 +1442,8 @@ def preprocess_archive(
     fit_on: str = "train",
     split_seed: int = 0,
     progress: bool = True,
+    fit_block_len: int = 40,
+    fit_counts: Sequence[int] = (4, 1, 1),
     **params,
 ) -> Path:
     """Raw radar archive -> processed netCDF + fitted preprocessor (JSON + mask).
@@ -1218,12 +1459,18 @@ def preprocess_archive(
         mask to ``<output stem>_preprocessor_noise_mask.nc``.
     fit_on : {"train", "all"}
         Fit the noise mask (and bounds left as ``None``) on the training blocks of
-        :func:`nowcast.data.split.block_split` (``seed=split_seed``, the split the
-        datasets serve) or on all frames.
+        :func:`nowcast.data.split.block_split` (``block_len=fit_block_len``,
+        ``counts=fit_counts``, ``seed=split_seed``: the split the datasets will
+        serve) or on all frames (an evaluation-only archive). The choice is recorded
+        in the output (:func:`fit_split_attrs`), and
+        :func:`nowcast.data.dataset.radar_datasets` refuses a split whose validation
+        or test frames were fitted on.
     split_seed : int
         Seed of the block split.
     progress : bool
         Progress bars.
+    fit_block_len, fit_counts
+        Block length and (train, val, test) blocks per day of the fitting split.
     **params
         :class:`Preprocessor` parameters.
 
@@ -1239,15 +1486,30 @@ def preprocess_archive(
     ds = open_radar(input)
     pre = Preprocessor(progress=progress, **params)
     fit_ds = ds
+    split: dict = {"fit_on": "all"}
     if fit_on == "train":
-        train = block_split(ds["time"].values, seed=split_seed)["train"]
+        split = _check_fit_split(
+            {
+                "fit_on": "train",
+                "block_len": fit_block_len,
+                "counts": list(fit_counts),
+                "seed": split_seed,
+            }
+        )
+        train = block_split(
+            ds["time"].values,
+            block_len=split["block_len"],
+            counts=split["counts"],
+            seed=split["seed"],
+        )["train"]
         if not train:
             raise ValueError(
-                f"the archive ({ds.sizes['time']} frames) holds no full 40-frame "
-                "block to fit on; use fit_on=all"
+                f"the archive ({ds.sizes['time']} frames) holds no training block "
+                f"(block_len={split['block_len']}, counts={split['counts']}) to fit "
+                "on; use fit_on=all for an evaluation-only archive"
             )
         fit_ds = ds.isel(time=np.concatenate([np.arange(a, b) for a, b in train]))
-    pre.fit(fit_ds)
+    pre.fit(fit_ds, split=split)
     ds = ds.assign_attrs(preprocess_fitted_on=fit_on)
     output = Path(output)
     pre.transform_to_file(ds, output)

@@ -222,14 +222,21 @@ def test_preprocessor_constant_field_and_nan_fill():
     out = pre.fit_transform(ds)
     p = out["intensity"].values
     assert p.dtype == np.float32 and p.shape == (4, 10, 10)
-    # 25 dBZ -> (25 + 10) / 70 = 0.5; the NaN pixel (crop index (5, 5)) -> zmin -> 0,
-    # so its disk mean is (4 * 0.5 + 0) / 5 = 0.4 and its 4 neighbours (4 * 0.5) / 5
-    assert p[0, 5, 5] == pytest.approx(0.4)
-    assert p[0, 4, 5] == pytest.approx(0.4)
+    # 25 dBZ -> (25 + 10) / 70 = 0.5. The NaN pixel (crop index (5, 5)) carries no
+    # weight in the disk mean: its 4 neighbours stay 0.5 (a plain disk mean of the
+    # zmin fill would give them (4 * 0.5 + 0) / 5 = 0.4); it is itself unobserved
+    # (grey 0, coverage 0) in every frame.
+    assert p[:, 4, 5] == pytest.approx(0.5)
     assert p[0, 0, 0] == pytest.approx(0.5)
+    assert (p[:, 5, 5] == 0).all()
     assert not np.isnan(p).any()
+    cov = out["coverage"].values
+    assert cov.dtype == np.uint8 and cov.shape == p.shape
+    assert (cov[:, 5, 5] == 0).all() and cov.sum() == cov.size - 4
     steps = processing_steps(out)
     assert steps[0] == {"step": "fill_nan", "value": -10.0, "n_filled": 4}
+    assert steps[-1]["step"] == "coverage"
+    assert steps[-1]["n_unobserved_processed"] == 4
     assert out["noise_mask"].values.sum() == 0  # masking disabled: all zeros
     assert out["noise_mask"].dims == ("y", "x")
 
