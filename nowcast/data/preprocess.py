@@ -1019,9 +1019,7 @@ class Preprocessor:
             ["intensity", *(v for v in result.data_vars if v != "intensity")]
         ]
         n_uncovered = 0 if coverage is None else int(coverage.size - coverage.sum())
-        self._record(
-            result, g, da.shape[1:], n_nan, da.attrs.get("units"), n_uncovered
-        )
+        self._record(result, g, da.shape[1:], n_nan, da.attrs.get("units"), n_uncovered)
         return result
 
     def transform_to_file(
