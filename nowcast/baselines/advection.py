@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from nowcast.forecast import check_n_steps
 
-__all__ = ["semi_lagrangian", "INTERPOLATIONS"]
+__all__ = ["semi_lagrangian", "advect_fields", "departure_grid", "INTERPOLATIONS"]
 
 #: Interpolation modes accepted by :func:`semi_lagrangian`.
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
@@ -155,11 +155,36 @@ def semi_lagrangian(
         raise ValueError(
             f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}"
         )
-    device = frame.device
-    flow = flow.to(device=device, dtype=torch.float32)
-    src = frame.to(torch.float32)
-    if fill_value:
-        src = src - float(fill_value)  # zero padding == fill_value
+    grid = departure_grid(flow.to(frame.device), n_steps, trajectory_resolution)
+    src = frame.to(torch.float32)[:, None].expand(b, n_steps, c, h, w)
+    out = advect_fields(src, grid, fill_value, interpolation)
+    return out.to(frame.dtype)
+
+
+def departure_grid(
+    flow: torch.Tensor, n_steps: int, trajectory_resolution: int | None = None
+) -> torch.Tensor:
+    """Departure points of the backward trajectories for leads ``1 .. n_steps``.
+
+    Parameters
+    ----------
+    flow : torch.Tensor, shape (B, 2, H, W)
+        Motion in pixels per time step (``u`` along x, ``v`` along y), held constant.
+    n_steps : int
+        Number of time steps.
+    trajectory_resolution : int or None
+        As in :func:`semi_lagrangian`.
+
+    Returns
+    -------
+    torch.Tensor, shape (B, n_steps, H, W, 2)
+        ``grid_sample`` coordinates (``align_corners=True``, x then y in [-1, 1]) of the
+        point each pixel's trajectory started from ``k`` steps earlier, float32.
+    """
+    n_steps = check_n_steps(n_steps)
+    b, _, h, w = flow.shape
+    device = flow.device
+    flow = flow.to(dtype=torch.float32)
     # work in grid_sample's normalised coordinates: pixel i -> 2 i / (n - 1) - 1
     scale = torch.tensor([2.0 / (w - 1), 2.0 / (h - 1)], device=device)
     flow_n = flow * scale[None, :, None, None]
@@ -168,17 +193,49 @@ def semi_lagrangian(
         disp = steps[None, :, None, None, None] * flow_n[:, None, :, :1, :1]
     else:
         disp = _displacements(flow_n, n_steps, trajectory_resolution)
-    pos = _norm_grid(h, w, device)[:, None] - disp  # (B, n, 2, H, W) departure points
-    grid = pos.expand(b, n_steps, 2, h, w).permute(0, 1, 3, 4, 2)  # (B, n, H, W, 2)
-    # one grid_sample for all leads: each lead is a batch item over the same frame
+    pos = _norm_grid(h, w, device)[:, None] - disp  # (B, n, 2, H, W)
+    return pos.expand(b, n_steps, 2, h, w).permute(0, 1, 3, 4, 2)
+
+
+def advect_fields(
+    fields: torch.Tensor,
+    grid: torch.Tensor,
+    fill_value: float = 0.0,
+    interpolation: str = "bilinear",
+) -> torch.Tensor:
+    """Carry field ``k`` of a sequence ``k`` steps along precomputed trajectories.
+
+    Unlike :func:`semi_lagrangian`, which moves one frame to every lead, this moves a
+    different field to each lead (e.g. a forecast made in the frame of the motion),
+    differentiably (``grid_sample``).
+
+    Parameters
+    ----------
+    fields : torch.Tensor, shape (B, n, C, H, W)
+        ``fields[:, k - 1]`` is moved ``k`` steps.
+    grid : torch.Tensor, shape (B, >= n, H, W, 2)
+        Departure points from :func:`departure_grid` (leads ``1 .. n`` are used).
+    fill_value : float
+        Value entering through the upwind boundary.
+    interpolation : {"bilinear", "nearest", "bicubic"}
+        As in :func:`semi_lagrangian`.
+
+    Returns
+    -------
+    torch.Tensor, shape (B, n, C, H, W)
+    """
+    b, n, c, h, w = fields.shape
+    if grid.ndim != 5 or grid.shape[0] != b or grid.shape[1] < n:
+        raise ValueError(
+            f"grid must be (B, >= {n}, {h}, {w}, 2) for fields {tuple(fields.shape)}, "
+            f"got {tuple(grid.shape)}"
+        )
+    src = fields if not fill_value else fields - float(fill_value)
     out = F.grid_sample(
-        src[:, None].expand(b, n_steps, c, h, w).reshape(b * n_steps, c, h, w),
-        grid.reshape(b * n_steps, h, w, 2),
+        src.reshape(b * n, c, h, w),
+        grid[:, :n].reshape(b * n, h, w, 2).to(fields.dtype),
         mode=interpolation,
         padding_mode="zeros",
         align_corners=True,
-    )
-    out = out.view(b, n_steps, c, h, w)
-    if fill_value:
-        out = out + float(fill_value)
-    return out.to(frame.dtype)
+    ).view(b, n, c, h, w)
+    return out if not fill_value else out + float(fill_value)

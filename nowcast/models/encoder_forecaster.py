@@ -52,6 +52,15 @@ class EncoderForecaster(nn.Module):
         Gate biases.
     forget_bias : float
         Initial ConvLSTM forget-gate bias.
+    residual : bool
+        *Not in the paper* (an option, off by default and in every paper config): the
+        output is read as a change of the last input frame. At every lead the 1x1 head's
+        output is added to ``logit(x_last)`` (``x_last`` clamped to ``[eps, 1 - eps]``)
+        and the head starts at zero, so an untrained model forecasts persistence and
+        training learns the motion, growth and decay as corrections to it.
+    residual_eps : float
+        Clamp of the last frame before its logit (``residual=True`` only); a dry pixel
+        (grey 0) starts at ``logit(eps)``.
 
     Notes
     -----
@@ -71,8 +80,12 @@ class EncoderForecaster(nn.Module):
         peephole: bool = True,
         bias: bool = True,
         forget_bias: float = 1.0,
+        residual: bool = False,
+        residual_eps: float = 1e-3,
     ) -> None:
         super().__init__()
+        if not 0.0 < residual_eps < 0.5:
+            raise ValueError(f"residual_eps must be in (0, 0.5), got {residual_eps!r}")
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
         if not isinstance(patch_size, int) or patch_size < 1:
@@ -104,6 +117,11 @@ class EncoderForecaster(nn.Module):
         self.forecaster = ConvRNN(in_channels=0, return_all_layers=True, **common)
         self.hidden_channels = self.encoder.hidden_channels
         self.output = nn.Conv2d(sum(self.hidden_channels), patch_channels, 1)
+        self.residual = bool(residual)
+        self.residual_eps = float(residual_eps)
+        if self.residual:  # untrained = persistence
+            nn.init.zeros_(self.output.weight)
+            nn.init.zeros_(self.output.bias)
 
     def encode(self, patches: Tensor, state: RNNState | None = None) -> RNNState:
         """Run the encoder over patch frames ``(B, T, C p^2, H/p, W/p)``; return the
@@ -146,6 +164,9 @@ class EncoderForecaster(nn.Module):
             )
         patches = patchify(inputs, self.patch_size)
         logits = self.forecast(self.encode(patches), n_steps)
+        if self.residual:
+            last = patches[:, -1:].clamp(self.residual_eps, 1.0 - self.residual_eps)
+            logits = logits + torch.logit(last)
         return unpatchify(logits, self.patch_size)
 
     @torch.no_grad()
