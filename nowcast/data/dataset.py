@@ -2,15 +2,23 @@
 
 The processed file (written by :class:`nowcast.data.preprocess.Preprocessor`) holds the
 normalised intensity ``(time, y, x)`` in [0, 1], a ``noise_mask`` ``(y, x)`` (1 = noisy
-pixel to exclude from the metrics) and the min-max range in the ``zmin`` / ``zmax``
-attributes. Windows are read frame range by frame range with netCDF4, so the file never
-has to fit in memory; each DataLoader worker opens its own handle.
+pixel to exclude from the metrics), what the grey levels mean (``source_units``,
+``zmin`` / ``zmax``, optionally ``zr_a`` / ``zr_b``: :class:`~nowcast.data.physical.
+GreyScale`), which frames the noise mask was fitted on (``noise_mask_fit_*``) and, for
+archives with no-data pixels, a per-frame ``coverage`` ``(time, y, x)`` (1 = observed).
+Windows are read frame range by frame range with netCDF4, so the file never has to fit
+in memory; each DataLoader worker opens its own handle.
+
+Items are ``(inputs, targets)``, or ``(inputs, targets, target_valid)`` when the file
+has a coverage variable (``dataset.has_coverage``); consumers accept both.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 
 import netCDF4
@@ -19,15 +27,163 @@ import torch
 import xarray as xr
 from torch.utils.data import Dataset
 
+from nowcast.data.physical import GreyScale
+from nowcast.data.preprocess import COVERAGE, read_fit_split
 from nowcast.data.split import SPLITS, block_split, sliding_windows
 
-__all__ = ["RadarWindowDataset", "radar_datasets", "rainiest_windows"]
+__all__ = [
+    "RadarWindowDataset",
+    "radar_datasets",
+    "rainiest_windows",
+    "check_fit_split",
+    "overlap_groups",
+    "scale_notes",
+]
 
 
 def _read_times(path: Path) -> np.ndarray:
     """Decoded frame times of a radar netCDF file (datetime64[ns], shape (T,))."""
     with xr.open_dataset(path, engine="netcdf4") as ds:
         return np.asarray(ds["time"].values, dtype="datetime64[ns]")
+
+
+_SCALE_KEYS = ("source_units", "zmin", "zmax")
+
+
+def _file_scale(
+    path: Path, attrs: Mapping, zr_a: float | None, zr_b: float | None
+) -> GreyScale:
+    """The grey scale a processed file records (see :meth:`GreyScale.from_attrs`).
+
+    A file that records none of ``source_units`` / ``zmin`` / ``zmax`` (written by
+    hand or by an old version) is read as HKO-7 dBZ (-10..60), the data sets' legacy
+    assumption, and says so in the notes (:func:`scale_notes`).
+    """
+    if not any(k in attrs for k in _SCALE_KEYS):
+        return GreyScale.from_attrs(
+            {"source_units": "dBZ", "zmin": -10.0, "zmax": 60.0}, zr_a, zr_b
+        )
+    try:
+        return GreyScale.from_attrs(attrs, zr_a, zr_b)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+def scale_notes(attrs: Mapping, scale: GreyScale) -> list[str]:
+    """Report sentences on the grey-level conversion of a processed file."""
+    notes = [f"grey-level conversion: {scale.describe()}"]
+    if not any(k in attrs for k in _SCALE_KEYS):
+        notes.append(
+            "the processed file records no source_units/zmin/zmax: grey levels "
+            "assumed to be HKO-7 dBZ (-10..60); re-run scripts/preprocess.py to record "
+            "them"
+        )
+    return notes
+
+
+def overlap_groups(starts: np.ndarray, window: int) -> np.ndarray:
+    """Group ids of windows: windows that overlap (directly or in a chain) share one.
+
+    Parameters
+    ----------
+    starts : numpy.ndarray of int, shape (N,)
+        Window start frames.
+    window : int
+        Frames per window.
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (N,)
+        ``0, 0, ..., 1, 1, ...`` in start order (ids follow the sorted starts).
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    if starts.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(starts, kind="stable")
+    new = np.concatenate([[0], np.diff(starts[order]) >= window]).astype(np.int64)
+    ids = np.empty_like(starts)
+    ids[order] = np.cumsum(new)
+    return ids
+
+
+def _frame_flags(n_time: int, blocks) -> np.ndarray:
+    flags = np.zeros(n_time, dtype=bool)
+    for a, b in blocks:
+        flags[a:b] = True
+    return flags
+
+
+def check_fit_split(
+    path: Path,
+    attrs: Mapping,
+    times: np.ndarray,
+    blocks: Mapping[str, list],
+    block_len: int,
+    counts,
+    seed: int,
+) -> list[str]:
+    """Refuse a split that validates or tests on frames the noise mask was fitted on.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The processed file (for the messages).
+    attrs : mapping
+        Its global attributes (``noise_mask_fit_*``, see
+        :func:`nowcast.data.preprocess.fit_split_attrs`).
+    times : numpy.ndarray of datetime64, shape (T,)
+        Its frame times.
+    blocks : mapping
+        The requested split (:func:`nowcast.data.split.block_split` output).
+    block_len, counts, seed
+        The requested split's settings (for the messages).
+
+    Returns
+    -------
+    list of str
+        Notes for the report (fit on all frames, or fit split not recorded).
+
+    Raises
+    ------
+    ValueError
+        When any fitting frame lies in a validation or test block; the message names
+        both splits and the fix.
+    """
+    fit = read_fit_split(attrs)
+    if fit is None:
+        if int(attrs.get("_noise_mask_enabled", 1)):
+            return [
+                f"{path.name} does not record which frames its noise mask was fitted "
+                "on, so leakage into validation/test cannot be checked (re-run "
+                "scripts/preprocess.py to record it)"
+            ]
+        return []
+    if fit["fit_on"] == "all":
+        return [
+            "noise mask fitted on all frames (fit_on=all): evaluation-only archive; "
+            "its validation/test frames took part in the mask fit"
+        ]
+    if fit["fit_on"] != "train":  # "none": nothing was fitted on data
+        return []
+    fit_blocks = block_split(
+        times, block_len=fit["block_len"], counts=fit["counts"], seed=fit["seed"]
+    )["train"]
+    fitted = _frame_flags(times.size, fit_blocks)
+    held_out = _frame_flags(times.size, [*blocks["val"], *blocks["test"]])
+    n_leak = int((fitted & held_out).sum())
+    if n_leak:
+        c = [int(x) for x in counts]
+        raise ValueError(
+            f"{path}: its noise mask was fitted on the training blocks of "
+            f"block_len={fit['block_len']}, counts={fit['counts']}, seed={fit['seed']}, "
+            f"but the requested split (block_len={block_len}, counts={c}, seed={seed}) "
+            f"puts {n_leak} of those fitting frames into validation or test. Refit "
+            "on the split you evaluate with: `python scripts/preprocess.py ... "
+            f"fit_block_len={block_len} fit_counts=[{c[0]},{c[1]},{c[2]}] "
+            f"split_seed={seed}`, or, for an evaluation-only archive, `python "
+            "scripts/preprocess.py ... fit_on=all`"
+        )
+    return []
 
 
 #: Datasets holding an open netCDF4 handle in this process.
@@ -63,18 +219,41 @@ class RadarWindowDataset(Dataset):
     in_memory : bool
         Load the intensity once into memory (fast for small files); otherwise windows
         are read from disk on demand.
+    block_ids : numpy.ndarray of int, shape (N,), optional
+        Block of each window (windows of one block overlap and are not independent).
+        Default: windows that overlap in time, directly or through a chain of
+        overlapping windows, share an id.
+    zr_a, zr_b : float, optional
+        Z-R relation of the data config, used for dBZ files that record none (see
+        :meth:`nowcast.data.physical.GreyScale.from_attrs`).
+    notes : list of str, optional
+        Sentences for the report (see :func:`radar_datasets`); default the
+        grey-level conversion (:func:`scale_notes`).
 
     Attributes
     ----------
+    scale : nowcast.data.physical.GreyScale
+        What the grey levels mean; the one conversion to scoring units.
     valid_mask : torch.Tensor, bool, shape (H, W)
-        True where a pixel counts in the metrics (not noise).
+        True where a pixel counts in the metrics (not clutter: the K-Means noise mask).
+    has_coverage : bool
+        Whether the file has a per-frame coverage variable; items then carry
+        ``target_valid``.
+    block_ids : numpy.ndarray of int64, shape (N,)
+        One id per window; equal ids = same block. The bootstrap's independent units.
+    notes : list of str
+        Sentences the report must print.
     zmin, zmax : float
-        The min-max normalisation range, in ``source_units`` (dBZ for radar archives).
+        The min-max normalisation range, in ``source_units``.
+    source_units : str
+        Units of the archive before normalisation (``scale.units``).
     times : numpy.ndarray of datetime64, shape (T,)
         Frame times of the whole file.
 
     Items are ``(inputs, targets)`` with shapes ``(input_len, 1, H, W)`` and
-    ``(output_len, 1, H, W)``.
+    ``(output_len, 1, H, W)`` (float32 grey levels), plus ``target_valid``, bool
+    ``(output_len, 1, H, W)``, True where the observation exists, when
+    :attr:`has_coverage`.
     """
 
     def __init__(
@@ -85,6 +264,10 @@ class RadarWindowDataset(Dataset):
         output_len: int = 15,
         variable: str = "intensity",
         in_memory: bool = False,
+        block_ids: np.ndarray | None = None,
+        zr_a: float | None = None,
+        zr_b: float | None = None,
+        notes: list[str] | None = None,
     ) -> None:
         self.path = Path(path)
         self.starts = np.asarray(starts, dtype=np.int64)
@@ -111,10 +294,20 @@ class RadarWindowDataset(Dataset):
                 noise = np.asarray(nc.variables["noise_mask"][:]).astype(bool)
             else:
                 noise = np.zeros((height, width), dtype=bool)
-            self.zmin = float(getattr(nc, "zmin", np.nan))
-            self.zmax = float(getattr(nc, "zmax", np.nan))
-            self.source_units = str(getattr(nc, "source_units", "dBZ"))
+            attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
+            self.scale = _file_scale(self.path, attrs, zr_a, zr_b)
+            self.zmin, self.zmax = self.scale.vmin, self.scale.vmax
+            self.source_units = self.scale.units
             self._data = np.asarray(var[:], dtype=np.float32) if in_memory else None
+            self.has_coverage = COVERAGE in nc.variables
+            self._coverage = (
+                np.asarray(nc.variables[COVERAGE][:]).astype(bool)
+                if self.has_coverage and in_memory
+                else None
+            )
+        self.notes = (
+            list(notes) if notes is not None else scale_notes(attrs, self.scale)
+        )
         self.times = _read_times(self.path)
         self.valid_mask = torch.from_numpy(~noise)
         self.frame_shape = (height, width)
@@ -125,31 +318,81 @@ class RadarWindowDataset(Dataset):
             raise ValueError(
                 f"window starts out of range for {n_time} frames and window {window}"
             )
+        if block_ids is None:
+            block_ids = overlap_groups(self.starts, window)
+        self.block_ids = np.asarray(block_ids, dtype=np.int64)
+        if self.block_ids.shape != self.starts.shape:
+            raise ValueError(
+                f"need one block id per window, got {self.block_ids.shape[0]} ids for "
+                f"{self.starts.shape[0]} windows"
+            )
 
     def __len__(self) -> int:
         return int(self.starts.size)
 
-    def _frames(self, start: int, stop: int) -> np.ndarray:
-        if self._data is not None:
-            return self._data[start:stop]
+    def _nc(self) -> netCDF4.Dataset:
         if self._handle is None or self._pid != os.getpid():
             # one handle per process: netCDF4 handles must not cross a fork
             self._handle = netCDF4.Dataset(self.path)
             self._handle.set_auto_mask(False)
             self._pid = os.getpid()
             _OPEN_DATASETS.add(self)
-        return np.asarray(
-            self._handle.variables[self.variable][start:stop], dtype=np.float32
-        )
+        return self._handle
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _frames(self, start: int, stop: int) -> np.ndarray:
+        if self._data is not None:
+            return self._data[start:stop]
+        return np.asarray(self._nc().variables[self.variable][start:stop], np.float32)
+
+    def _covered(self, start: int, stop: int) -> np.ndarray:
+        """Coverage (bool, (stop - start, H, W), True = observed) of frames."""
+        if self._coverage is not None:
+            return self._coverage[start:stop]
+        return np.asarray(self._nc().variables[COVERAGE][start:stop]).astype(bool)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"window {index} out of range for {len(self)} windows")
         start = int(self.starts[index])
-        frames = torch.from_numpy(
-            self._frames(start, start + self.input_len + self.output_len)
-        ).unsqueeze(1)
-        return frames[: self.input_len], frames[self.input_len :]
+        stop = start + self.input_len + self.output_len
+        frames = torch.from_numpy(self._frames(start, stop)).unsqueeze(1)
+        inputs, targets = frames[: self.input_len], frames[self.input_len :]
+        if not self.has_coverage:
+            return inputs, targets
+        valid = self._covered(start + self.input_len, stop)
+        return inputs, targets, torch.from_numpy(valid).unsqueeze(1)
+
+    @functools.cached_property
+    def pixel_counts(self) -> dict[str, int]:
+        """What each mask removes, over the distinct target frames of these windows.
+
+        Returns
+        -------
+        dict
+            ``frame_pixels`` (H * W), ``clutter_pixels`` (per frame, the noise mask),
+            ``target_frames`` (distinct frames predicted by at least one window),
+            ``unobserved_pixel_frames`` (pixels of those frames without data that the
+            clutter mask does not already remove; 0 without coverage).
+        """
+        h, w = self.frame_shape
+        valid = self.valid_mask.numpy()
+        frames = np.zeros(self.times.size, dtype=bool)
+        for a in self.starts.tolist():
+            frames[a + self.input_len : a + self.input_len + self.output_len] = True
+        unobserved = 0
+        if self.has_coverage and frames.any():
+            idx = np.flatnonzero(frames)
+            # contiguous runs of target frames, read run by run
+            cuts = np.flatnonzero(np.diff(idx) > 1) + 1
+            for run in np.split(idx, cuts):
+                cov = self._covered(int(run[0]), int(run[-1]) + 1)
+                unobserved += int((~cov & valid).sum())
+        return {
+            "frame_pixels": int(h * w),
+            "clutter_pixels": int((~valid).sum()),
+            "target_frames": int(frames.sum()),
+            "unobserved_pixel_frames": unobserved,
+        }
 
     def window_times(self, index: int) -> np.ndarray:
         """Frame times ``(input_len + output_len,)`` of window ``index``."""
@@ -199,6 +442,8 @@ def radar_datasets(
     counts: tuple[int, int, int] = (4, 1, 1),
     in_memory: bool | str = "auto",
     variable: str = "intensity",
+    zr_a: float | None = None,
+    zr_b: float | None = None,
 ) -> dict[str, RadarWindowDataset]:
     """Train / validation / test window datasets over one processed radar file.
 
@@ -220,11 +465,22 @@ def radar_datasets(
         Load the intensities into memory; "auto" does so for files under 1 GiB of data.
     variable : str
         Name of the intensity variable.
+    zr_a, zr_b : float, optional
+        The data config's Z-R relation ``Z = a R^b``: used for dBZ files that record
+        none, ignored for rain-rate files (:meth:`GreyScale.from_attrs`).
 
     Returns
     -------
     dict
-        ``{"train": ..., "val": ..., "test": ...}``.
+        ``{"train": ..., "val": ..., "test": ...}``; each dataset's ``block_ids`` are
+        the first frame of its window's block, its ``notes`` say how grey levels are
+        converted and on which frames the noise mask was fitted.
+
+    Raises
+    ------
+    ValueError
+        When the requested split validates or tests on frames the noise mask was
+        fitted on (:func:`check_fit_split`).
     """
     path = Path(path)
     if not path.exists():
@@ -240,17 +496,30 @@ def radar_datasets(
                 f"{path} has no variable {variable!r} (found {sorted(nc.variables)})"
             )
         n_bytes = 4 * int(np.prod(nc.variables[variable].shape))
+        attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
+        if "noise_mask" in nc.variables:
+            enabled = getattr(nc.variables["noise_mask"], "enabled", 1)
+            attrs["_noise_mask_enabled"] = int(enabled)
+        else:
+            attrs["_noise_mask_enabled"] = 0
     if in_memory == "auto":
         in_memory = n_bytes < 2**30
-    blocks = block_split(times, block_len=block_len, counts=counts, seed=seed)
     window = input_len + output_len
     if window > block_len:
         raise ValueError(
             f"input_len + output_len = {window} exceeds block_len = {block_len}"
         )
+    blocks = block_split(times, block_len=block_len, counts=counts, seed=seed)
+    notes = scale_notes(attrs, _file_scale(path, attrs, zr_a, zr_b))
+    notes += check_fit_split(path, attrs, times, blocks, block_len, counts, seed)
     out = {}
     for name in SPLITS:
         starts = sliding_windows(blocks[name], window=window, stride=stride)
+        ids = [
+            np.full(len(range(a, b - window + 1, stride)), a, dtype=np.int64)
+            for a, b in blocks[name]
+            if b - a >= window
+        ]
         out[name] = RadarWindowDataset(
             path,
             starts,
@@ -258,6 +527,10 @@ def radar_datasets(
             output_len,
             variable=variable,
             in_memory=bool(in_memory),
+            block_ids=np.concatenate(ids) if ids else np.zeros(0, np.int64),
+            zr_a=zr_a,
+            zr_b=zr_b,
+            notes=notes,
         )
     if counts[0] > 0 and len(out["train"]) == 0:
         raise ValueError(
