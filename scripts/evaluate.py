@@ -1,6 +1,7 @@
 """Evaluate a checkpoint and the baselines on a test split: `python scripts/evaluate.py`.
 
-Thin hydra entry point; the work is done by nowcast.evaluation.run.evaluate_split.
+Thin hydra entry point; the work is done by nowcast.evaluation.run.evaluate_split
+(ROVER baselines get the data set's tuned flow parameters when they exist).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nowcast.evaluation.run import build_baselines, evaluate_datasets, model_label
+from nowcast.evaluation.run import evaluate_datasets, model_label, tuned_baselines
 from nowcast.training.checkpoint import load_checkpoint, load_forecaster
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -73,9 +74,16 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     evaluation = OmegaConf.to_container(cfg.evaluation, resolve=True)
     if ckpt_config and (ckpt_config.get("evaluation") or {}).get("paper_row"):
         evaluation.setdefault("paper_row", ckpt_config["evaluation"]["paper_row"])
-    forecasters.update(build_baselines(evaluation["baselines"]))
+    baselines, rover_note = tuned_baselines(evaluation["baselines"], test)
+    forecasters.update(baselines)
     out = evaluate_datasets(
-        forecasters, datasets, data_cfg, evaluation, out_dir, n_steps=cfg.n_steps
+        forecasters,
+        datasets,
+        data_cfg,
+        evaluation,
+        out_dir,
+        n_steps=cfg.n_steps,
+        notes=[rover_note] if rover_note else [],
     )
     print((out_dir / "metrics.md").read_text())
     print(f"evaluation written to {out_dir.resolve()}")

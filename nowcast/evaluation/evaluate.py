@@ -22,6 +22,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from nowcast.evaluation.bootstrap import (
+    DEFAULT_BOOTSTRAP,
+    bootstrap_intervals,
+    choose_reference,
+)
 from nowcast.evaluation.metrics import MetricAccumulator, threshold_key
 from nowcast.forecast import Forecaster, check_n_steps
 
@@ -105,30 +110,42 @@ def accumulate_forecasts(
     progress: bool = True,
     max_batches: int | None = None,
     num_workers: int = 0,
+    groups: Sequence[int] | np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Run every forecaster over ``dataset`` and feed one accumulator per forecaster.
 
     The one evaluation path shared by the radar metrics (:func:`evaluate_forecasters`)
     and the sequence metrics (``nowcast.evaluation.sequence_metrics``): each batch of
-    ``(inputs, targets)`` is moved to ``device`` once, forecast by each forecaster with
-    ``predict(inputs, n_steps)`` and added with ``accumulators[name].update(pred,
-    targets[, mask])``, so nothing field-sized leaves the device.
+    ``(inputs, targets)`` or ``(inputs, targets, target_valid)`` is moved to ``device``
+    once, forecast by each forecaster with ``predict(inputs, n_steps)`` and added with
+    ``accumulators[name].update(pred, targets[, mask][, groups=...])``, so nothing
+    field-sized leaves the device.
 
     Parameters
     ----------
     forecasters : dict of str to Forecaster
         ``torch.nn.Module`` forecasters are put in eval mode and moved to ``device``.
     dataset : torch.utils.data.Dataset
-        Items ``(inputs (T_in, C, H, W), targets (T_out, C, H, W))``, T_out >= n_steps.
+        Items ``(inputs (T_in, C, H, W), targets (T_out, C, H, W))``, T_out >= n_steps,
+        optionally with a third element ``target_valid``: bool ``(T_out, 1, H, W)``,
+        True where the observation exists (per-frame radar coverage).
     accumulators : dict of str to accumulator
-        One per forecaster name, with ``update(pred, target[, mask])``.
+        One per forecaster name, with ``update(pred, target[, mask][, groups])``.
     n_steps, batch_size, device, mask, progress, max_batches, num_workers
-        As in :func:`evaluate_forecasters` (``mask`` is passed only when given).
+        As in :func:`evaluate_forecasters`. The mask passed on is the static ``mask``
+        AND the batch's ``target_valid`` (only when either is given).
+    groups : sequence of int, optional
+        One independent-unit id (e.g. ``dataset.block_ids``) per dataset item, in
+        dataset order; passed to ``update(..., groups=...)`` when given.
 
     Returns
     -------
     dict
-        ``predict_seconds`` (name -> total seconds in ``predict``) and ``n_sequences``.
+        ``predict_seconds`` (name -> total seconds in ``predict``), ``n_sequences``
+        and ``mask_counts``: ``pixel_frames`` (scored-lead pixels x frames seen),
+        ``clutter`` (pixel-frames removed by the static mask), ``no_coverage``
+        (pixel-frames without an observation) and ``no_coverage_only`` (of those, the
+        ones the static mask kept).
     """
     n_steps = check_n_steps(n_steps)
     if not forecasters:
@@ -149,7 +166,17 @@ def accumulate_forecasts(
     for fc in forecasters.values():
         if isinstance(fc, torch.nn.Module):
             fc.eval().to(device)
-    extra = () if mask is None else (torch.as_tensor(mask).to(device),)
+    static = None if mask is None else torch.as_tensor(mask).to(device).bool()
+    if groups is not None:
+        groups = np.asarray(groups).ravel()
+        if groups.size != len(dataset):  # type: ignore[arg-type]
+            raise ValueError(
+                f"groups must hold one id per dataset item ({len(dataset)}), got "
+                f"{groups.size}"
+            )
+    counts = dict.fromkeys(
+        ("pixel_frames", "clutter", "no_coverage", "no_coverage_only"), 0
+    )
     seconds = dict.fromkeys(forecasters, 0.0)
     loader = DataLoader(
         dataset,
@@ -168,7 +195,7 @@ def accumulate_forecasts(
     for i, batch in enumerate(batches):
         if max_batches is not None and i >= max_batches:
             break
-        inputs, targets = _unpack(batch)
+        inputs, targets, target_valid = _unpack(batch)
         if targets.shape[1] < n_steps:
             raise ValueError(
                 f"targets hold {targets.shape[1]} frames but n_steps={n_steps}; build "
@@ -176,6 +203,13 @@ def accumulate_forecasts(
             )
         inputs = inputs.to(device, non_blocking=True).float()
         targets = targets[:, :n_steps].to(device, non_blocking=True).float()
+        if target_valid is not None:
+            target_valid = target_valid[:, :n_steps].to(device).bool()
+        batch_mask = _combine_masks(static, target_valid, targets.shape, counts)
+        extra = () if batch_mask is None else (batch_mask,)
+        kw = {}
+        if groups is not None:
+            kw["groups"] = groups[n_seq : n_seq + inputs.shape[0]]
         n_seq += inputs.shape[0]
         for name, fc in forecasters.items():
             t0 = time.perf_counter()
@@ -188,10 +222,40 @@ def accumulate_forecasts(
                     f"forecaster {name!r} returned shape {tuple(pred.shape)}, expected "
                     f"{tuple(targets.shape)} (B, n_steps, C, H, W)"
                 )
-            accumulators[name].update(pred.to(device), targets, *extra)
+            accumulators[name].update(pred.to(device), targets, *extra, **kw)
     if progress:
         batches.close()
-    return {"predict_seconds": seconds, "n_sequences": n_seq}
+    return {"predict_seconds": seconds, "n_sequences": n_seq, "mask_counts": counts}
+
+
+def _combine_masks(
+    static: torch.Tensor | None,
+    target_valid: torch.Tensor | None,
+    shape: torch.Size,
+    counts: dict[str, int],
+) -> torch.Tensor | None:
+    """Static clutter mask AND per-frame coverage, counting what each removes.
+
+    ``static`` is bool (H, W) (or broadcastable to ``shape`` = (B, T, C, H, W)),
+    ``target_valid`` bool (B, T, 1 or C, H, W); True = scored. Updates ``counts`` in
+    place (pixel-frames) and returns the combined mask, or None when neither is given.
+    """
+    b, t, c = shape[:3]
+    frames_px = math.prod(shape)
+    counts["pixel_frames"] += frames_px
+    if static is not None:
+        kept = int(torch.broadcast_to(static, shape).sum().item())
+        counts["clutter"] += frames_px - kept
+    if target_valid is None:
+        return static
+    cover = torch.broadcast_to(target_valid, shape)
+    missing = frames_px - int(cover.sum().item())
+    counts["no_coverage"] += missing
+    if static is None:
+        counts["no_coverage_only"] += missing
+        return target_valid
+    counts["no_coverage_only"] += int((~cover & static).sum().item())
+    return static & target_valid
 
 
 @torch.no_grad()
@@ -206,6 +270,9 @@ def evaluate_forecasters(
     progress: bool = True,
     max_batches: int | None = None,
     num_workers: int = 0,
+    groups: Sequence[int] | np.ndarray | None = None,
+    bootstrap: Mapping[str, Any] | None = None,
+    reference: str | None = "auto",
 ) -> dict[str, dict]:
     """Score every forecaster on every window of ``dataset``, per lead time.
 
@@ -216,7 +283,9 @@ def evaluate_forecasters(
         forecasters are put in eval mode and moved to ``device``.
     dataset : torch.utils.data.Dataset
         Yields ``(inputs, targets)`` pairs of ``(T, C, H, W)`` float tensors of grey
-        levels in [0, 1] (``targets`` holds at least ``n_steps`` frames).
+        levels in [0, 1] (``targets`` holds at least ``n_steps`` frames), or
+        ``(inputs, targets, target_valid)`` with the per-frame coverage (bool
+        ``(T, 1, H, W)``, True = observed), combined with ``mask``.
     n_steps : int
         Lead times to forecast and score (15 in the paper).
     batch_size : int
@@ -224,8 +293,9 @@ def evaluate_forecasters(
     device : str or torch.device
         Where forecasts are made and scored.
     accumulator_kwargs : dict, optional
-        Passed to :class:`~nowcast.evaluation.metrics.MetricAccumulator` (thresholds,
-        ``a``, ``b``, ``dbz_min``, ``dbz_max``, ``aggregation``).
+        Passed to :class:`~nowcast.evaluation.metrics.MetricAccumulator` (``scale``,
+        ``thresholds``, ``fss_sizes``, ``aggregation``; or the older ``a``, ``b``,
+        ``dbz_min``, ``dbz_max``).
     mask : torch.Tensor of bool, optional
         Valid pixels, (H, W) or broadcastable to (B, T, C, H, W); True = scored.
     progress : bool
@@ -234,18 +304,40 @@ def evaluate_forecasters(
         Stop after this many batches (quick looks, tests).
     num_workers : int
         DataLoader worker processes.
+    groups : sequence of int, optional
+        Independent unit of each dataset item (``dataset.block_ids``); default every
+        window its own unit (with a note: overlapping windows make the intervals too
+        narrow).
+    bootstrap : mapping, optional
+        ``n_resamples``, ``seed``, ``level`` of the block bootstrap
+        (:data:`nowcast.evaluation.bootstrap.DEFAULT_BOOTSTRAP`); ``n_resamples: 0``
+        turns the intervals off.
+    reference : str or None
+        Forecaster the paired differences are taken against: a name, ``"auto"`` (the
+        best ROVER variant by CSI at 0.5 mm/h, else persistence) or None.
 
     Returns
     -------
     dict of str to dict
         Forecaster name -> :meth:`MetricAccumulator.compute` output, plus
-        ``predict_seconds`` (total time in ``predict``), ``n_sequences`` and, when a
+        ``predict_seconds`` (total time in ``predict``), ``n_sequences``,
+        ``mask_counts`` (see :func:`accumulate_forecasts`), ``support`` (``windows``,
+        ``blocks``, ``event_pixels``), the bootstrap's ``ci``, ``ci_per_lead``,
+        ``diff`` and ``bootstrap`` (see
+        :func:`~nowcast.evaluation.bootstrap.bootstrap_intervals`) and, when a
         persistence forecaster is among them, ``rainfall_mse_skill`` (lead mean) and
         ``rainfall_mse_skill_by_lead`` = 1 - MSE / MSE(persistence).
     """
     accs = {
         name: MetricAccumulator(**(accumulator_kwargs or {})) for name in forecasters
     }
+    group_note = None
+    if groups is None:
+        groups = np.arange(len(dataset))  # type: ignore[arg-type]
+        group_note = (
+            "no block ids: every window is its own bootstrap unit (overlapping "
+            "windows are not independent, so the intervals are too narrow)"
+        )
     run = accumulate_forecasts(
         forecasters,
         dataset,
@@ -257,6 +349,7 @@ def evaluate_forecasters(
         progress=progress,
         max_batches=max_batches,
         num_workers=num_workers,
+        groups=groups,
     )
     seconds, n_seq = run["predict_seconds"], run["n_sequences"]
 
@@ -267,7 +360,16 @@ def evaluate_forecasters(
             res = acc.all_reduce().compute()
         res["predict_seconds"] = seconds[name]
         res["n_sequences"] = n_seq
+        res["mask_counts"] = dict(run["mask_counts"])
+        res["support"] = {
+            "windows": n_seq,
+            "blocks": res["n_groups"],
+            "event_pixels": res["event_pixels"],
+        }
+        if group_note:
+            res["notes"] = [*res["notes"], group_note]
         results[name] = res
+    _add_intervals(results, accs, bootstrap, reference)
     ref = [n for n, fc in forecasters.items() if _is_persistence(n, fc)]
     if ref:
         base = results[ref[0]]["rainfall_mse_by_lead"]
@@ -281,15 +383,54 @@ def evaluate_forecasters(
     return results
 
 
-def _unpack(batch: object) -> tuple[torch.Tensor, torch.Tensor]:
+def _add_intervals(
+    results: dict[str, dict],
+    accs: Mapping[str, MetricAccumulator],
+    bootstrap: Mapping[str, Any] | None,
+    reference: str | None,
+) -> None:
+    """Put the block bootstrap's intervals and paired differences into ``results``."""
+    settings = {**DEFAULT_BOOTSTRAP, **dict(bootstrap or {})}
+    if int(settings["n_resamples"]) <= 0:
+        return
+    ref = choose_reference(results, reference)
+    boot = bootstrap_intervals(
+        accs,
+        reference=ref,
+        n_resamples=int(settings["n_resamples"]),
+        seed=int(settings["seed"]),
+        level=float(settings["level"]),
+    )
+    for name, res in results.items():
+        res.update(boot[name])
+        res["reference"] = ref
+        if res["bootstrap"]["n_groups"] < 2:
+            res["notes"] = [
+                *res["notes"],
+                "only one independent unit (block): the intervals are degenerate",
+            ]
+
+
+def _unpack(
+    batch: object,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(inputs, targets, target_valid or None)`` of a batch of 2- or 3-tuples."""
     if isinstance(batch, Mapping):
-        batch = (batch["inputs"], batch["targets"])
+        batch = (batch["inputs"], batch["targets"], batch.get("target_valid"))
     if not isinstance(batch, Sequence) or len(batch) < 2:
         raise TypeError(
-            "dataset items must be (inputs, targets) pairs of (T, C, H, W) tensors, "
-            f"got a batch of type {type(batch).__name__}"
+            "dataset items must be (inputs, targets) pairs or (inputs, targets, "
+            "target_valid) triples of (T, C, H, W) tensors, got a batch of type "
+            f"{type(batch).__name__}"
         )
     inputs, targets = batch[0], batch[1]
+    valid = batch[2] if len(batch) > 2 else None
+    if valid is not None and (not isinstance(valid, torch.Tensor) or valid.ndim != 5):
+        shape = tuple(valid.shape) if hasattr(valid, "shape") else type(valid).__name__
+        raise ValueError(
+            "batched target_valid must be a (B, T, 1, H, W) bool tensor (dataset "
+            f"items (T, 1, H, W)), got {shape}"
+        )
     for name, x in (("inputs", inputs), ("targets", targets)):
         if not isinstance(x, torch.Tensor) or x.ndim != 5:
             shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
@@ -297,7 +438,7 @@ def _unpack(batch: object) -> tuple[torch.Tensor, torch.Tensor]:
                 f"batched {name} must be (B, T, C, H, W) tensors (dataset items "
                 f"(T, C, H, W)), got {shape}"
             )
-    return inputs, targets
+    return inputs, targets, valid
 
 
 # --------------------------------------------------------------------------------------
@@ -309,8 +450,104 @@ def _fmt(x: float, digits: int = 3) -> str:
     return "nan" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
-def markdown_table(results: Mapping[str, Mapping[str, Any]], paper: bool = True) -> str:
-    """The paper's table for ``results`` (lead-averaged), optionally with the paper's.
+def _cell(res: Mapping[str, Any], key: str, digits: int = 3) -> str:
+    """``0.590 [0.551, 0.630]`` when an interval exists, else ``0.590``."""
+    val = _fmt(res.get(key, float("nan")), digits)
+    cis = res.get("ci") or {}
+    ci = cis.get(key, cis.get(threshold_key(key, _primary(res))))
+    if ci is None:
+        return val
+    return f"{val} [{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
+
+
+def _diff_cell(res: Mapping[str, Any], key: str, digits: int = 3) -> str:
+    d = (res.get("diff") or {}).get(key)
+    if d is None:
+        return "-"
+    mean = d["mean"]
+    sign = "+" if mean is not None and math.isfinite(mean) and mean > 0 else ""
+    return (
+        f"{sign}{_fmt(mean, digits)} [{_fmt(d['lo'], digits)}, {_fmt(d['hi'], digits)}]"
+    )
+
+
+def _table(
+    results: Mapping[str, Mapping[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    cell: Any = _cell,
+) -> list[str]:
+    lines = [
+        "| forecaster | " + " | ".join(title for _, title in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for name, res in results.items():
+        lines.append(
+            f"| {name} | " + " | ".join(cell(res, k) for k, _ in columns) + " |"
+        )
+    return lines
+
+
+def _header(first: Mapping[str, Any]) -> str:
+    agg = first.get("aggregation", "pooled")
+    units = first.get("score_units", "mm/h")
+    support = first.get("support") or {}
+    blocks = support.get("blocks")
+    text = (
+        f"Averages over {first.get('n_leads', '?')} lead times "
+        f"({first.get('n_sequences', '?')} windows"
+        + (f" in {blocks} blocks" if blocks is not None else "")
+        + f", {agg} counts); scores in {units}, CSI/FAR/POD at "
+        f"{_primary(first):g} {units}."
+    )
+    boot = first.get("bootstrap")
+    if boot:
+        text += (
+            f" [lo, hi]: {100 * boot['level']:g}% block-bootstrap percentile interval"
+            f" ({boot['n_resamples']} resamples of the {boot['n_groups']} blocks, "
+            f"seed {boot['seed']})."
+        )
+    return text
+
+
+def _primary(res: Mapping[str, Any]) -> float:
+    thresholds = list(res.get("thresholds") or [0.5])
+    return 0.5 if res.get("score_units", "mm/h") == "mm/h" else float(thresholds[0])
+
+
+def _support_lines(first: Mapping[str, Any]) -> list[str]:
+    support = first.get("support")
+    lines = []
+    if support:
+        units = first.get("score_units", "mm/h")
+        events = ", ".join(
+            f"{k.split('@')[1]} {units}: {v}"
+            for k, v in (support.get("event_pixels") or {}).items()
+        )
+        lines.append(
+            f"Support: {support['windows']} windows, {support['blocks']} blocks "
+            f"(the bootstrap's independent units); observed event pixels (all leads) "
+            f"at {events}."
+        )
+    mc = first.get("mask_counts")
+    if mc and mc.get("pixel_frames"):
+        total = mc["pixel_frames"]
+        lines.append(
+            f"Masks: of {total} pixel-frames, the clutter mask removed "
+            f"{mc['clutter']} ({100 * mc['clutter'] / total:.1f}%); "
+            f"{mc['no_coverage']} had no observation (coverage), "
+            f"{mc['no_coverage_only']} of them not already clutter."
+        )
+    if first.get("conversion"):
+        lines.append(f"Conversion: {first['conversion']}.")
+    return lines
+
+
+def markdown_table(
+    results: Mapping[str, Mapping[str, Any]],
+    paper: bool = True,
+    report_notes: Sequence[str] = (),
+) -> str:
+    """The report for ``results`` (lead-averaged), optionally with the paper's table.
 
     Parameters
     ----------
@@ -318,44 +555,76 @@ def markdown_table(results: Mapping[str, Mapping[str, Any]], paper: bool = True)
         :func:`evaluate_forecasters` output.
     paper : bool
         Append Shi et al. (2015)'s published table for comparison.
+    report_notes : sequence of str
+        Notes about the run (data set notes, which ROVER parameters, ...).
 
     Returns
     -------
     str
-        Markdown: the paper's five columns, then CSI / FAR / POD at every threshold.
+        Markdown: the paper's five columns (with intervals where the bootstrap gave
+        them), CSI / FAR / POD at every threshold, HSS / GSS and B-MSE / B-MAE, FSS
+        per threshold and neighbourhood, the paired differences against the
+        reference forecaster, the support, masks, conversion and notes.
     """
     if not results:
         raise ValueError("results is empty; nothing to tabulate")
     first = next(iter(results.values()))
     thresholds = list(first.get("thresholds", []))
-    agg = first.get("aggregation", "pooled")
-    lines = [
-        f"Averages over {first.get('n_leads', '?')} lead times "
-        f"({first.get('n_sequences', '?')} sequences, {agg} counts); rain rate in "
-        "mm/h, CSI/FAR/POD at 0.5 mm/h.",
-        "",
-        "| forecaster | " + " | ".join(PAPER_COLUMNS.values()) + " |",
-        "|---|" + "---|" * len(PAPER_COLUMNS),
-    ]
-    for name, res in results.items():
-        cells = [_fmt(res.get(k, float("nan"))) for k in PAPER_COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    units = first.get("score_units", "mm/h")
+    lines = [_header(first), "", *_table(results, list(PAPER_COLUMNS.items()))]
     if thresholds:
-        cols = [(m, t) for m in ("csi", "far", "pod") for t in thresholds]
+        cols = [(threshold_key(m, t), f"{m.upper()} {t:g}") for m in
+                ("csi", "far", "pod") for t in thresholds]  # fmt: skip
+        lines += ["", f"Scores at each threshold ({units}):", ""]
+        lines += _table(results, cols)
+        cols = [(threshold_key(m, t), f"{m.upper()} {t:g}") for m in ("hss", "gss")
+                for t in thresholds]  # fmt: skip
+        cols += [("b_mse", "B-MSE"), ("b_mae", "B-MAE")]
+        lines += ["", "HKO-7 scores (Heidke, Gilbert; balanced MSE / MAE):", ""]
+        lines += _table(results, cols)
+    sizes = list(first.get("fss_sizes") or [])
+    if sizes and thresholds:
         lines += [
             "",
-            "Scores at each rain threshold (mm/h):",
+            "Fractions skill score by threshold / neighbourhood (pixels):",
             "",
-            "| forecaster | "
-            + " | ".join(f"{m.upper()} {t:g}" for m, t in cols)
+            "| forecaster | threshold | "
+            + " | ".join(f"FSS {n}" for n in sizes)
             + " |",
-            "|---|" + "---|" * len(cols),
+            "|---|---|" + "---|" * len(sizes),
         ]
         for name, res in results.items():
-            cells = [_fmt(res.get(threshold_key(m, t), float("nan"))) for m, t in cols]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    notes = [
-        f"- {name}: {n}" for name, res in results.items() for n in res.get("notes", [])
+            for t in thresholds:
+                cells = [_cell(res, f"fss@{t:g}/{n}") for n in sizes]
+                lines.append(f"| {name} | {t:g} | " + " | ".join(cells) + " |")
+    ref = first.get("reference")
+    if ref and any(res.get("diff") for res in results.values()):
+        prim = _primary(first)
+        mid = sizes[len(sizes) // 2] if sizes else None
+        cols = [
+            (threshold_key("csi", prim), f"CSI {prim:g}"),
+            (threshold_key("hss", prim), f"HSS {prim:g}"),
+            ("rainfall_mse", "Rainfall-MSE"),
+            ("correlation", "Correlation"),
+            ("b_mse", "B-MSE"),
+        ]
+        if mid is not None:
+            cols.append((f"fss@{prim:g}/{mid}", f"FSS {prim:g}/{mid}"))
+        lines += [
+            "",
+            f"Paired difference against {ref} (forecaster minus {ref}, same "
+            "resamples; metrics.json holds every threshold):",
+            "",
+            *_table(results, cols, _diff_cell),
+        ]
+    support = _support_lines(first)
+    if support:
+        lines += ["", *support]
+    per_name = {name: list(res.get("notes", [])) for name, res in results.items()}
+    common = [n for n in next(iter(per_name.values())) if
+              all(n in v for v in per_name.values())]  # fmt: skip
+    notes = [f"- {n}" for n in [*report_notes, *common]] + [
+        f"- {name}: {n}" for name, v in per_name.items() for n in v if n not in common
     ]
     if notes:
         lines += ["", "Notes:", "", *notes]
@@ -398,6 +667,7 @@ def write_report(
     out_dir: str | Path,
     lead_minutes: float = 6.0,
     plots: bool = True,
+    report_notes: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write the evaluation report: markdown table, per-lead CSV and JSON, plots.
 
@@ -413,7 +683,11 @@ def write_report(
         Draw PNGs with :func:`nowcast.viz.plot_metrics_by_lead_time`: ``metrics_by_lead
         .png`` (the paper's five metrics), ``csi_by_lead.png``, ``far_by_lead.png``,
         ``pod_by_lead.png`` (one panel per threshold) and ``errors_by_lead.png``
-        (MSE, MAE, bias). Skipped with a warning if ``nowcast.viz`` is unavailable.
+        (MSE, MAE, bias), with the bootstrap's per-lead bands where the results
+        hold them. Skipped with a warning if ``nowcast.viz`` is unavailable.
+    report_notes : sequence of str
+        Notes about the run, printed in metrics.md and stored in metrics.json
+        (``"report_notes"``).
 
     Returns
     -------
@@ -429,10 +703,12 @@ def write_report(
     paths: dict[str, Path] = {}
 
     paths["markdown"] = out / "metrics.md"
-    paths["markdown"].write_text(markdown_table(results))
+    paths["markdown"].write_text(markdown_table(results, report_notes=report_notes))
 
     paths["json"] = out / "metrics.json"
-    paths["json"].write_text(json.dumps(_jsonable(results), indent=1))
+    notes = list(report_notes)
+    payload = {n: {**r, "report_notes": notes} for n, r in results.items()}
+    paths["json"].write_text(json.dumps(_jsonable(payload), indent=1))
 
     first = next(iter(results.values()))
     metrics = [

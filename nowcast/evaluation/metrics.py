@@ -1,36 +1,60 @@
-"""The paper's verification metrics: Z-R conversion, contingency scores, rain errors.
+"""The verification metrics: the paper's, HKO-7's (HSS, GSS, B-MSE, B-MAE) and FSS.
 
-Forecasts and observations arrive as normalised grey levels ``P`` in [0, 1]. They are
-converted to rain rate in mm/h (Shi et al. 2015, Sec. 4.2; Shi et al. 2017 for HKO-7):
+Forecasts and observations arrive as normalised grey levels ``P`` in [0, 1]. The
+data set's :class:`nowcast.data.physical.GreyScale` (``dataset.scale``) says what they
+mean and turns them into scoring units (:meth:`GreyScale.to_score`):
 
-    dBZ = P * (dbz_max - dbz_min) + dbz_min          (HKO-7: dBZ = P * 70 - 10)
-    Z   = 10 ** (dBZ / 10) = a * R ** b              (HKO-7: a = 58.53, b = 1.56)
+* dBZ archives (HKO-7, FMI): ``dBZ = P (vmax - vmin) + vmin`` then ``Z = a R^b`` with
+  ``Z = 10 ** (dBZ / 10)`` gives the rain rate R in mm/h (Shi et al. 2015, Sec. 4.2;
+  HKO-7: dBZ = 70 P - 10, a = 58.53, b = 1.56);
+* rain-rate archives (BOM, mm/h): ``R = P (vmax - vmin) + vmin``, no Z-R relation;
+* other units (e.g. VIL): the source units themselves (thresholds in those units).
 
-and scored per lead time with
+Scores, per lead time:
 
 * ``rainfall_mse`` / ``rainfall_mae``: mean squared / absolute error of rain rate,
   (mm/h)^2 and mm/h;
 * ``bias``: mean of forecast minus observed rain rate, mm/h (additive bias; the
   frequency bias of the rain/no-rain events is ``fbias@thr``);
-* ``csi``, ``far``, ``pod`` at a rain threshold (event = rain rate >= threshold):
-  CSI = hits / (hits + misses + false alarms),
-  FAR = false alarms / (hits + false alarms),
-  POD = hits / (hits + misses);
+* contingency scores at a threshold (event = value >= threshold; hits a, false alarms
+  b, misses c, correct negatives d, n = a + b + c + d):
+  CSI = a / (a + b + c), FAR = b / (a + b), POD = a / (a + c),
+  HSS = 2 (ad - bc) / ((a + c)(c + d) + (a + b)(b + d)) (Heidke skill score),
+  GSS = (a - a_r) / (a + b + c - a_r), a_r = (a + b)(a + c) / n (Gilbert skill score,
+  the equitable threat score);
 * ``correlation``: the paper's sum(P*T) / sqrt(sum(P^2) * sum(T^2) + 1e-9) of forecast P
-  and truth T, computed on rain rate like the other scores.
+  and truth T, computed on rain rate like the other scores;
+* ``b_mse`` / ``b_mae`` (HKO-7, Shi et al. 2017): per frame the sum over pixels of
+  ``w * (P_f - P_o)^2`` (``w * |P_f - P_o|``) on the grey-level [0, 1] scale, with the
+  weight ``w`` = 1, 1, 2, 5, 10, 30 for an *observed* rain rate below 0.5, then at or
+  above 0.5, 2, 5, 10, 30 mm/h, averaged over frames (unitless; they grow with the
+  frame size). For scales whose score units are not mm/h the same weight thresholds
+  are read in the score units;
+* ``fss@thr/n``: the fractions skill score (Roberts and Lean 2008) for ``n x n``
+  neighbourhoods: event fields turned into fractions ``P_f``, ``P_o`` by a centred box
+  filter with zero padding outside the domain (edge neighbourhoods are divided by
+  ``n^2`` all the same); masked pixels count as no-event and are left out of the
+  sums; FSS = 1 - sum (P_f - P_o)^2 / sum (P_f^2 + P_o^2), sums pooled over the frames
+  of a lead. 1 is perfect; ``fss@thr/1`` compares the raw event fields.
 
 Aggregation. :class:`MetricAccumulator` sums raw counts (hits, misses, false alarms,
-correct negatives, squared errors, products) per lead time and threshold over every
-batch, and turns them into scores once, in :meth:`MetricAccumulator.compute`:
+squared errors, products, FSS numerators and denominators) per lead time and
+threshold over every batch, on the device, and turns them into scores once, in
+:meth:`MetricAccumulator.compute`:
 
 * ``"pooled"`` (default): counts pooled over all test sequences per lead time, one score
   per lead, then the mean over lead times. This is what the HKO-7 benchmark (Shi et al.
   2017) states it does. Shi et al. (2015) only say the scores are "averaged over the 15
   predictions" and do not say how the frames of one lead are combined.
 * ``"per_frame"``: one score per (sequence, lead) frame, averaged over the frames of
-  each lead where it is defined (frames without any event are skipped for CSI/FAR/POD),
-  then over leads. The paper's epsilon in the correlation suggests a per-frame
-  computation; offer both, pick with ``compute(aggregation=...)``.
+  each lead where it is defined (frames without any event are skipped for
+  CSI/FAR/POD/HSS/GSS), then over leads. The paper's epsilon in the correlation
+  suggests a per-frame computation; offer both, pick with ``compute(aggregation=...)``.
+  FSS and the frequency bias stay ratios of pooled sums; B-MSE / B-MAE are already
+  means of per-frame sums, so both are the same in either aggregation.
+
+The sums are also kept per *group* (``update(..., groups=block_ids)``), the independent
+units that :mod:`nowcast.evaluation.bootstrap` resamples for confidence intervals.
 
 Scores with a zero denominator (no events at any frame of a lead) are ``NaN``, listed in
 the ``"notes"`` of the result and announced with a :class:`RuntimeWarning`; never 0.
@@ -40,7 +64,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,6 +84,12 @@ __all__ = [
     "rainrate_to_dbz",
     "grey_to_rainrate",
     "threshold_key",
+    "fss_key",
+    "box_mean",
+    "dbz_scale",
+    "DEFAULT_FSS_SIZES",
+    "HKO7_BALANCE_THRESHOLDS",
+    "HKO7_BALANCE_WEIGHTS",
     "MetricAccumulator",
 ]
 
@@ -158,9 +188,67 @@ def _check_zr(a: float, b: float) -> None:
 # --------------------------------------------------------------------------------------
 
 _COUNT_NAMES = ("hits", "misses", "false_alarms")
+#: per-(group, lead) sums; valid pixels, scored frames, errors, products, balanced errors
 _SUM_NAMES = ("n", "se", "ae", "err", "pt", "pp", "tt")
+_BAL_NAMES = ("frames", "bse", "bae")
+_FSS_NAMES = ("fss_num", "fss_den")
 _FRAME_SCORES = ("mse", "mae", "bias", "correlation")
-_FRAME_CAT = ("csi", "far", "pod")
+_FRAME_CAT = ("csi", "far", "pod", "hss", "gss")
+#: categorical scores with a plain key (``"csi"`` = ``"csi@0.5"``)
+_PLAIN_CAT = ("csi", "far", "pod")
+#: B-MSE / B-MAE of HKO-7 (Shi et al. 2017): weight 1 below 0.5 mm/h, then 1, 2, 5, 10, 30
+#: at or above 0.5, 2, 5, 10, 30 mm/h of the observation.
+HKO7_BALANCE_THRESHOLDS = (0.5, 2.0, 5.0, 10.0, 30.0)
+HKO7_BALANCE_WEIGHTS = (1.0, 1.0, 2.0, 5.0, 10.0, 30.0)
+#: FSS neighbourhood sizes (pixels, odd) scored by default.
+DEFAULT_FSS_SIZES = (1, 5, 11, 21)
+
+
+def fss_key(threshold: float, size: int) -> str:
+    """Key of a fractions skill score: ``fss_key(2.0, 11) == "fss@2/11"``."""
+    return f"fss@{float(threshold):g}/{int(size)}"
+
+
+def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over centred ``size x size`` neighbourhoods, zeros outside the domain.
+
+    Computed with an integral image (two cumulative sums), so the cost does not grow
+    with ``size``.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (..., H, W)
+        Field to smooth (here 0/1 event indicators).
+    size : int
+        Odd neighbourhood width in pixels; 1 returns ``x`` unchanged.
+
+    Returns
+    -------
+    torch.Tensor, shape (..., H, W)
+        ``sum of x over the window / size**2``: pixels outside the domain count as 0
+        (zero padding, the choice of Roberts and Lean 2008 at the domain edge).
+    """
+    size = _check_fss_size(size)
+    if size == 1:
+        return x
+    r = size // 2
+    c = torch.nn.functional.pad(x, (r + 1, r, r + 1, r)).cumsum(-1).cumsum(-2)
+    s = (
+        c[..., size:, size:]
+        - c[..., :-size, size:]
+        - c[..., size:, :-size]
+        + c[..., :-size, :-size]
+    )
+    return s / float(size * size)
+
+
+def _check_fss_size(size: int) -> int:
+    if int(size) != size or size < 1 or size % 2 == 0:
+        raise ValueError(
+            f"FSS neighbourhood sizes must be odd positive integers (a centred "
+            f"window), got {size!r}"
+        )
+    return int(size)
 
 
 def _sum_dtype(device: torch.device) -> torch.dtype:
@@ -246,35 +334,49 @@ class SumAccumulator:
 
 
 class MetricAccumulator(SumAccumulator):
-    """Accumulate the paper's scores per lead time over batches, compute them once.
+    """Accumulate the paper's and HKO-7's scores per lead time, compute them once.
 
     Parameters
     ----------
     thresholds : sequence of float
-        Rain thresholds in mm/h for CSI/FAR/POD (event = rain rate >= threshold). The
-        paper's 0.5 mm/h is always included; plain ``"csi"``/``"far"``/``"pod"`` keys
-        refer to it.
-    a, b : float
-        Z-R coefficients (``Z = a R^b``); HKO-7 defaults.
-    dbz_min, dbz_max : float
-        dBZ of grey level 0 and 1.
+        Event thresholds in the scale's :attr:`~GreyScale.score_units` (mm/h for dBZ
+        and rain-rate archives) for CSI / FAR / POD / HSS / GSS / FSS (event = value
+        >= threshold). For rain (mm/h) the paper's 0.5 mm/h is always included and the
+        plain ``"csi"`` / ``"far"`` / ``"pod"`` keys refer to it; in other units the
+        plain keys refer to the smallest threshold.
+    a, b, dbz_min, dbz_max : float
+        Backward-compatible way to give a dBZ scale (Z = a R^b; dBZ at grey 0 and 1);
+        ignored when ``scale`` is given.
     aggregation : {"pooled", "per_frame"}
         Default aggregation of :meth:`compute` (see the module docstring).
+    scale : GreyScale, optional
+        What the grey levels mean (:class:`nowcast.data.physical.GreyScale`, normally
+        ``dataset.scale``); default the dBZ scale of ``a, b, dbz_min, dbz_max``.
+    fss_sizes : sequence of int
+        Odd FSS neighbourhood widths in pixels (default 1, 5, 11, 21).
+    balance_thresholds, balance_weights : sequence of float
+        B-MSE / B-MAE pixel weights by the *observed* value in score units: weight
+        ``balance_weights[i]`` where ``i`` thresholds are <= the observation (HKO-7:
+        1, 1, 2, 5, 10, 30 at 0.5, 2, 5, 10, 30 mm/h). For non-rain units the same
+        numbers are read in the scale's score units.
 
     Notes
     -----
     State lives on the device of the first tensors passed to :meth:`update` (GPU
-    included): only per-lead sums of shape ``(T,)`` or ``(K, T)`` are kept, so nothing
-    field-sized is ever copied to the host. Merge per-process accumulators with
-    :meth:`all_reduce` (``torch.distributed``) or :meth:`merge`.
+    included): only sums of shape ``(G, T)``, ``(G, K, T)`` or ``(G, K, S, T)`` are
+    kept (``G`` groups given to :meth:`update`, ``K`` thresholds, ``S`` FSS sizes,
+    ``T`` leads), so nothing field-sized is ever copied to the host. The per-group
+    sums feed the block bootstrap of :mod:`nowcast.evaluation.bootstrap`. Merge
+    per-process accumulators with :meth:`all_reduce` (``torch.distributed``) or
+    :meth:`merge`.
 
     Examples
     --------
-    >>> acc = MetricAccumulator()
-    >>> for inputs, targets in loader:          # doctest: +SKIP
-    ...     acc.update(model.predict(inputs, 15), targets)
-    >>> scores = acc.compute()                  # doctest: +SKIP
-    >>> scores["csi"], scores["csi_by_lead"]    # doctest: +SKIP
+    >>> acc = MetricAccumulator(scale=dataset.scale)          # doctest: +SKIP
+    >>> for inputs, targets in loader:                       # doctest: +SKIP
+    ...     acc.update(model.predict(inputs, 15), targets, mask)
+    >>> scores = acc.compute()                               # doctest: +SKIP
+    >>> scores["csi"], scores["hss@2_by_lead"], scores["fss@2/11"]  # doctest: +SKIP
     """
 
     def __init__(
@@ -285,37 +387,91 @@ class MetricAccumulator(SumAccumulator):
         dbz_min: float = -10.0,
         dbz_max: float = 60.0,
         aggregation: str = "pooled",
+        scale: Any | None = None,
+        fss_sizes: Sequence[int] = DEFAULT_FSS_SIZES,
+        balance_thresholds: Sequence[float] = HKO7_BALANCE_THRESHOLDS,
+        balance_weights: Sequence[float] = HKO7_BALANCE_WEIGHTS,
     ) -> None:
-        _check_zr(a, b)
-        if not dbz_max > dbz_min:
-            raise ValueError(
-                f"dbz_max must exceed dbz_min, got dbz_min={dbz_min}, dbz_max={dbz_max}"
+        if scale is None:
+            _check_zr(a, b)
+            if not dbz_max > dbz_min:
+                raise ValueError(
+                    f"dbz_max must exceed dbz_min, got dbz_min={dbz_min}, "
+                    f"dbz_max={dbz_max}"
+                )
+            scale = dbz_scale(a, b, dbz_min, dbz_max)
+        if not callable(getattr(scale, "to_score", None)):
+            raise TypeError(
+                "scale must be a nowcast.data.physical.GreyScale (with to_score), got "
+                f"{type(scale).__name__}"
             )
-        thr = sorted({float(t) for t in thresholds} | {PAPER_THRESHOLD})
-        if any(t <= 0 or not math.isfinite(t) for t in thr):
+        self.scale = scale
+        rain = scale.score_units == "mm/h"
+        thr = {float(t) for t in thresholds} | ({PAPER_THRESHOLD} if rain else set())
+        thr = sorted(thr)
+        if not thr or any(not math.isfinite(t) or (rain and t <= 0) for t in thr):
             raise ValueError(
-                f"thresholds must be finite and > 0 mm/h, got {thresholds}"
+                f"thresholds must be finite and > 0 mm/h, got {list(thresholds)}"
             )
         _check_aggregation(aggregation)
         self.thresholds: tuple[float, ...] = tuple(thr)
-        self.a, self.b = float(a), float(b)
-        self.dbz_min, self.dbz_max = float(dbz_min), float(dbz_max)
+        self.primary_threshold = PAPER_THRESHOLD if rain else self.thresholds[0]
+        self.fss_sizes: tuple[int, ...] = tuple(
+            sorted({_check_fss_size(s) for s in fss_sizes})
+        )
+        bt, bw = (
+            tuple(map(float, balance_thresholds)),
+            tuple(map(float, balance_weights)),
+        )
+        if len(bw) != len(bt) + 1 or list(bt) != sorted(bt):
+            raise ValueError(
+                "balance_weights needs one weight more than balance_thresholds "
+                f"(sorted), got thresholds {bt} and weights {bw}"
+            )
+        self.balance_thresholds, self.balance_weights = bt, bw
+        # kept for callers that read them (dBZ scales only)
+        self.a, self.b = scale.zr_a, scale.zr_b
+        self.dbz_min, self.dbz_max = scale.vmin, scale.vmax
         self.aggregation = aggregation
         self._state: dict[str, torch.Tensor] | None = None
+        self._group_ids: list[int] = []
+        self._group_index: dict[int, int] = {}
 
     # -- state -------------------------------------------------------------------------
+    @property
+    def n_leads(self) -> int | None:
+        """Number of lead times seen so far (``None`` before the first update)."""
+        return None if self._state is None else int(self._state["frame_count"].shape[0])
+
+    @property
+    def group_ids(self) -> list[int]:
+        """Ids of the groups seen so far, in the order of the state's group axis."""
+        return list(self._group_ids)
+
     def _config(self) -> tuple:
-        return (self.thresholds, self.a, self.b, self.dbz_min, self.dbz_max)
+        return (
+            self.thresholds,
+            tuple(sorted(self.scale.to_dict().items(), key=str)),
+            self.fss_sizes,
+            self.balance_thresholds,
+            self.balance_weights,
+        )
+
+    def _grouped_shapes(self, n_leads: int) -> dict[str, tuple[int, ...]]:
+        k, s = len(self.thresholds), len(self.fss_sizes)
+        shapes = {name: (n_leads,) for name in _SUM_NAMES + _BAL_NAMES}
+        shapes.update({name: (k, n_leads) for name in _COUNT_NAMES})
+        shapes.update({name: (k, s, n_leads) for name in _FSS_NAMES})
+        return shapes
 
     def _init_state(
         self, n_leads: int, device: torch.device
     ) -> dict[str, torch.Tensor]:
         k, dt = len(self.thresholds), _sum_dtype(device)
         state = {
-            name: torch.zeros(n_leads, dtype=dt, device=device) for name in _SUM_NAMES
+            name: torch.zeros(0, *shape, dtype=dt, device=device)
+            for name, shape in self._grouped_shapes(n_leads).items()
         }
-        for name in _COUNT_NAMES:
-            state[name] = torch.zeros(k, n_leads, dtype=dt, device=device)
         # per-frame aggregation: sums of defined per-frame scores and their counts
         for name in _FRAME_SCORES:
             state[f"frame_{name}"] = torch.zeros(n_leads, dtype=dt, device=device)
@@ -327,17 +483,136 @@ class MetricAccumulator(SumAccumulator):
             )
         return state
 
+    def _is_grouped(self, name: str) -> bool:
+        return name in _SUM_NAMES + _BAL_NAMES + _COUNT_NAMES + _FSS_NAMES
+
+    def _add_groups(self, ids: Sequence[int]) -> None:
+        """Append zero rows to the grouped sums for ids not seen yet."""
+        new = [i for i in dict.fromkeys(ids) if i not in self._group_index]
+        if not new:
+            return
+        for i in new:
+            self._group_index[i] = len(self._group_ids)
+            self._group_ids.append(i)
+        assert self._state is not None
+        for name, v in self._state.items():
+            if self._is_grouped(name):
+                pad = v.new_zeros(len(new), *v.shape[1:])
+                self._state[name] = torch.cat([v, pad])
+
+    def _relayout(self, ids: Sequence[int]) -> None:
+        """Reorder the group axis to ``ids`` (a superset of the groups held)."""
+        assert self._state is not None
+        ids = [int(i) for i in ids]
+        index = {g: j for j, g in enumerate(ids)}
+        src = torch.tensor(
+            [index[g] for g in self._group_ids],
+            dtype=torch.long,
+            device=self._state["n"].device,
+        )
+        for name, v in self._state.items():
+            if self._is_grouped(name):
+                out = v.new_zeros(len(ids), *v.shape[1:])
+                self._state[name] = out.index_add_(0, src, v)
+        self._group_ids, self._group_index = ids, index
+
     def reset(self) -> None:
         """Forget everything accumulated so far."""
         self._state = None
+        self._group_ids, self._group_index = [], {}
+
+    def merge(self, other: SumAccumulator) -> MetricAccumulator:
+        """Add another accumulator's sums into this one (in place); return self.
+
+        Groups are matched by id (a group seen by both is summed).
+        """
+        if not isinstance(other, MetricAccumulator):
+            raise TypeError(
+                f"can only merge a {type(self).__name__}, got {type(other).__name__}"
+            )
+        if other._config() != self._config():
+            raise ValueError(
+                "cannot merge accumulators with different settings: "
+                f"{self._config()} vs {other._config()}"
+            )
+        if other._state is None:
+            return self
+        if self._state is None:
+            self._state = {k: v.clone() for k, v in other._state.items()}
+            self._group_ids = list(other._group_ids)
+            self._group_index = dict(other._group_index)
+            return self
+        if self._layout() != other._layout():
+            raise ValueError(
+                "cannot merge accumulators over different lead times / frame shapes: "
+                f"{self._layout()} vs {other._layout()}"
+            )
+        self._add_groups(other._group_ids)
+        device = self._state["n"].device
+        idx = torch.tensor(
+            [self._group_index[g] for g in other._group_ids],
+            dtype=torch.long,
+            device=device,
+        )
+        for k, v in self._state.items():
+            o = other._state[k].to(device=device, dtype=v.dtype)
+            if self._is_grouped(k):
+                v.index_add_(0, idx, o)
+            else:
+                v += o
+        return self
+
+    def all_reduce(self) -> MetricAccumulator:
+        """Sum the state over all processes (``torch.distributed``); no-op otherwise.
+
+        The union of every rank's group ids (sorted) becomes the group axis on all
+        ranks before the sums are reduced. Every rank must have called ``update`` at
+        least once. Returns ``self``.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self
+        if self._state is None:
+            raise RuntimeError(
+                "all_reduce needs at least one update() on every rank before it is "
+                "called"
+            )
+        gathered: list[list[int] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, self._group_ids)
+        self._relayout(sorted({g for ids in gathered for g in (ids or [])}))
+        for name in sorted(self._state):
+            dist.all_reduce(self._state[name], op=dist.ReduceOp.SUM)
+        return self
 
     # -- accumulation ------------------------------------------------------------------
+    def _group_indices(
+        self, groups: Any, batch: int, device: torch.device
+    ) -> torch.Tensor:
+        """Local group-axis indices (B,) for the batch's group ids, adding new ones."""
+        if groups is None:
+            ids = [-1] * batch
+        elif isinstance(groups, int | np.integer):
+            ids = [int(groups)] * batch
+        else:
+            ids = [int(g) for g in np.asarray(torch.as_tensor(groups).cpu()).ravel()]
+            if len(ids) != batch:
+                raise ValueError(
+                    f"groups must hold one id per window of the batch ({batch}), got "
+                    f"{len(ids)}"
+                )
+        self._add_groups(ids)
+        return torch.tensor(
+            [self._group_index[g] for g in ids], dtype=torch.long, device=device
+        )
+
     @torch.no_grad()
     def update(
         self,
         pred: torch.Tensor,
         target: torch.Tensor,
         mask: torch.Tensor | None = None,
+        groups: Any = None,
     ) -> None:
         """Add one batch of forecasts and observations.
 
@@ -347,9 +622,14 @@ class MetricAccumulator(SumAccumulator):
             Forecast and observed grey levels in [0, 1], lead times ``1 .. T`` along
             axis 1. Same shape and device.
         mask : torch.Tensor of bool, optional
-            True where a pixel is valid; shape (H, W) or anything broadcastable to
-            (B, T, C, H, W). Invalid (noise / out-of-coverage) pixels are excluded from
-            every score.
+            True where a pixel is scored: shape (H, W) (a static clutter mask) or
+            anything broadcastable to (B, T, C, H, W) (e.g. the static mask AND the
+            per-frame coverage). Masked pixels are excluded from every score (for FSS
+            they count as no-event and are left out of the sums).
+        groups : int or sequence of int, optional
+            The independent unit (e.g. the test block) of each window, shape (B,) or
+            one id for the whole batch; default one group (id -1). Sums are kept per
+            group for the bootstrap of :mod:`nowcast.evaluation.bootstrap`.
         """
         pred, target = _as_5d(pred, "pred"), _as_5d(target, "target")
         if pred.shape != target.shape:
@@ -363,6 +643,7 @@ class MetricAccumulator(SumAccumulator):
                 f"{target.device}; move one with .to(...)"
             )
         n_leads, device = pred.shape[1], pred.device
+        valid = _broadcast_mask(mask, pred.shape, device)  # float 0/1, broadcastable
         if self._state is None:
             self._state = self._init_state(n_leads, device)
         elif self.n_leads != n_leads:
@@ -375,29 +656,57 @@ class MetricAccumulator(SumAccumulator):
             raise ValueError(
                 f"this accumulator lives on {st['n'].device}, got tensors on {device}"
             )
+        gi = self._group_indices(groups, pred.shape[0], device)
+        st = self._state  # _group_indices may have grown the grouped tensors
         dt = st["n"].dtype
-        valid = _broadcast_mask(mask, pred.shape, device)  # float 0/1, broadcastable
-        p = grey_to_rainrate(pred.float(), self.dbz_min, self.dbz_max, self.a, self.b)
-        t = grey_to_rainrate(target.float(), self.dbz_min, self.dbz_max, self.a, self.b)
-        dims = (2, 3, 4)  # sum over C, H, W -> per (B, T) frame
+        pred, target = pred.float(), target.float()
+        p, t = self.scale.to_score(pred), self.scale.to_score(target)
+        vmask = (
+            torch.ones((1,) * 5, device=device) if valid is None else valid
+        ).expand_as(pred)
 
         def fsum(x: torch.Tensor) -> torch.Tensor:
-            return x.sum(dim=dims, dtype=dt)  # (B, T)
+            return x.sum(dim=(2, 3, 4), dtype=dt)  # (B, T): sum over C, H, W
 
-        err = p - t
-        if valid is None:
-            n = torch.full(
-                pred.shape[:2], math.prod(pred.shape[2:]), dtype=dt, device=device
-            )
-            pv, tv, ev = p, t, err
-        else:
-            n = fsum(valid.expand_as(pred))
-            pv, tv, ev = p * valid, t * valid, err * valid
-        se, ae, es = fsum(ev * ev), fsum(ev.abs()), fsum(ev)
-        pt, pp, tt = fsum(pv * tv), fsum(pv * pv), fsum(tv * tv)
-        for name, frame in zip(_SUM_NAMES, (n, se, ae, es, pt, pp, tt), strict=True):
-            st[name] += frame.sum(0)
+        def add(name: str, frame: torch.Tensor, *index: int) -> None:
+            st[name][(slice(None), *index)].index_add_(0, gi, frame)
 
+        err = (p - t) * vmask
+        pv, tv = p * vmask, t * vmask
+        n = fsum(vmask)
+        sums = (n, fsum(err * err), fsum(err.abs()), fsum(err), fsum(pv * tv))
+        sums += (fsum(pv * pv), fsum(tv * tv))
+        for name, frame in zip(_SUM_NAMES, sums, strict=True):
+            add(name, frame)
+        self._update_frame_scores(*sums)
+        self._update_balanced(pred, target, t, vmask, n, add, fsum)
+
+        vb = vmask.bool()
+        for k, thr in enumerate(self.thresholds):
+            pe, te = (p >= thr) & vb, (t >= thr) & vb
+            hits = fsum(pe & te)
+            misses, fas = fsum(te) - hits, fsum(pe) - hits
+            for name, val in zip(_COUNT_NAMES, (hits, misses, fas), strict=True):
+                add(name, val, k)
+            self._update_frame_categorical(k, hits, misses, fas, n)
+            pe_f, te_f = pe.to(torch.float32), te.to(torch.float32)
+            for j, size in enumerate(self.fss_sizes):
+                pf, po = box_mean(pe_f, size), box_mean(te_f, size)
+                add("fss_num", fsum((pf - po).square() * vmask), k, j)
+                add("fss_den", fsum((pf.square() + po.square()) * vmask), k, j)
+
+    def _update_balanced(self, pred, target, t, vmask, n, add, fsum) -> None:
+        """B-MSE / B-MAE sums: weighted grey-level errors by the observed value."""
+        bounds = torch.tensor(self.balance_thresholds, device=t.device)
+        weights = torch.tensor(self.balance_weights, device=t.device)
+        w = weights[torch.bucketize(t.contiguous(), bounds, right=True)] * vmask
+        e = pred - target
+        add("bse", fsum(w * e * e))
+        add("bae", fsum(w * e.abs()))
+        add("frames", (n > 0).to(n.dtype))
+
+    def _update_frame_scores(self, n, se, ae, es, pt, pp, tt) -> None:
+        st = self._state
         has = n > 0  # frames with at least one valid pixel
         nz = n.clamp_min(1)
         corr = pt / torch.sqrt(pp * tt + CORRELATION_EPS)
@@ -405,68 +714,100 @@ class MetricAccumulator(SumAccumulator):
             _FRAME_SCORES, (se / nz, ae / nz, es / nz, corr), strict=True
         ):
             st[f"frame_{name}"] += torch.where(has, val, torch.zeros_like(val)).sum(0)
-        st["frame_count"] += has.to(dt).sum(0)
+        st["frame_count"] += has.to(n.dtype).sum(0)
 
-        vb = None if valid is None else valid.bool()
-        for k, thr in enumerate(self.thresholds):
-            pe, te = p >= thr, t >= thr
-            if vb is not None:
-                pe, te = pe & vb, te & vb
-            hits = fsum(pe & te)
-            misses = fsum(te) - hits
-            fas = fsum(pe) - hits
-            st["hits"][k] += hits.sum(0)
-            st["misses"][k] += misses.sum(0)
-            st["false_alarms"][k] += fas.sum(0)
-            for name, num, den in (
-                ("csi", hits, hits + misses + fas),
-                ("far", fas, hits + fas),
-                ("pod", hits, hits + misses),
-            ):
-                ok = den > 0
-                score = num / den.clamp_min(1)
-                st[f"frame_{name}"][k] += torch.where(ok, score, 0.0).sum(0)
-                st[f"frame_{name}_count"][k] += ok.to(dt).sum(0)
+    def _update_frame_categorical(self, k, hits, misses, fas, n) -> None:
+        st = self._state
+        for name, (num, den) in _categorical(hits, fas, misses, n).items():
+            ok = den > 0
+            score = num / den.clamp_min(1e-300 if den.dtype == torch.float64 else 1e-30)
+            st[f"frame_{name}"][k] += torch.where(ok, score, 0.0).sum(0)
+            st[f"frame_{name}_count"][k] += ok.to(n.dtype).sum(0)
 
     # -- scores ------------------------------------------------------------------------
+    def grouped_sums(self) -> tuple[list[int], dict[str, torch.Tensor]]:
+        """The per-group raw sums: ``(group ids, {name: (G, ...) tensor})``.
+
+        Feed any weighted combination over the group axis (e.g. bootstrap resamples,
+        shape (R, ...)) to :meth:`pooled_scores`.
+        """
+        if self._state is None:
+            raise RuntimeError("grouped_sums() called before any update()")
+        sums = {k: v for k, v in self._state.items() if self._is_grouped(k)}
+        return list(self._group_ids), sums
+
+    def pooled_scores(
+        self, sums: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Pooled per-lead scores from summed counts.
+
+        Parameters
+        ----------
+        sums : mapping of str to torch.Tensor
+            The sums of :meth:`grouped_sums` reduced over the group axis, with any
+            leading batch shape ``L``: ``(*L, T)``, ``(*L, K, T)``, ``(*L, K, S, T)``.
+
+        Returns
+        -------
+        dict of str to torch.Tensor, each of shape (*L, T)
+            ``rainfall_mse``, ``rainfall_mae``, ``bias``, ``correlation``, ``b_mse``,
+            ``b_mae`` and per threshold ``csi@thr`` ... ``gss@thr``, ``fbias@thr`` and
+            ``fss@thr/size``; NaN where a denominator is 0.
+        """
+        s, out = sums, {}
+        n = s["n"]
+        out["rainfall_mse"] = _safe_div(s["se"], n)
+        out["rainfall_mae"] = _safe_div(s["ae"], n)
+        out["bias"] = _safe_div(s["err"], n)
+        corr = s["pt"] / torch.sqrt(s["pp"] * s["tt"] + CORRELATION_EPS)
+        out["correlation"] = torch.where(n > 0, corr, float("nan"))
+        out["b_mse"] = _safe_div(s["bse"], s["frames"])
+        out["b_mae"] = _safe_div(s["bae"], s["frames"])
+        for k, thr in enumerate(self.thresholds):
+            h, f, m = (s[c][..., k, :] for c in ("hits", "false_alarms", "misses"))
+            for name, (num, den) in _categorical(h, f, m, n).items():
+                out[threshold_key(name, thr)] = _safe_div(num, den)
+            out[threshold_key("fbias", thr)] = _safe_div(h + f, h + m)
+            for j, size in enumerate(self.fss_sizes):
+                num, den = s["fss_num"][..., k, j, :], s["fss_den"][..., k, j, :]
+                out[fss_key(thr, size)] = 1.0 - _safe_div(num, den)
+        return out
+
     def compute(self, aggregation: str | None = None) -> dict[str, Any]:
         """Turn the accumulated counts into scores.
 
         Parameters
         ----------
         aggregation : {"pooled", "per_frame"}, optional
-            Defaults to the constructor's choice; see the module docstring.
+            Defaults to the constructor's choice; see the module docstring. FSS,
+            B-MSE / B-MAE and the frequency bias are the same in both (FSS and
+            ``fbias`` are ratios of pooled sums; B-MSE / B-MAE are defined as means of
+            per-frame sums).
 
         Returns
         -------
         dict
             For each metric ``m`` in ``rainfall_mse``, ``rainfall_mae``, ``bias``,
-            ``correlation``, and for each threshold ``thr`` the keys ``csi@thr``,
-            ``far@thr``, ``pod@thr``, ``fbias@thr`` (plain ``csi``, ``far``, ``pod`` at
-            0.5 mm/h): ``result[m]`` is the mean over lead times (a float, NaN leads
-            skipped; NaN if all are) and ``result[m + "_by_lead"]`` a float64 numpy
-            array of shape (T,). Also ``n_leads``, ``n_frames``, ``n_pixels``,
-            ``thresholds``, ``aggregation`` and ``notes`` (a list of strings saying
-            which scores were undefined and why).
+            ``correlation``, ``b_mse``, ``b_mae``, and for each threshold ``thr`` the
+            keys ``csi@thr``, ``far@thr``, ``pod@thr``, ``hss@thr``, ``gss@thr``,
+            ``fbias@thr`` and ``fss@thr/size`` (plain ``csi``, ``far``, ``pod`` at
+            :attr:`primary_threshold`): ``result[m]`` is the mean over lead times (a
+            float, NaN leads skipped; NaN if all are) and ``result[m + "_by_lead"]`` a
+            float64 numpy array of shape (T,). Also ``n_leads``, ``n_frames``,
+            ``n_pixels`` (scored pixels of lead 1), ``n_groups``, ``event_pixels``
+            (observed events per threshold key, all leads), ``thresholds``,
+            ``fss_sizes``, ``score_units``, ``scale`` (dict), ``conversion``
+            (:meth:`GreyScale.describe`), ``aggregation`` and ``notes``.
         """
         aggregation = self.aggregation if aggregation is None else aggregation
         _check_aggregation(aggregation)
         if self._state is None:
             raise RuntimeError("compute() called before any update(); nothing to score")
         st = self._state
-        by_lead: dict[str, torch.Tensor] = {}
-        if aggregation == "pooled":
-            n = st["n"]
-            by_lead["rainfall_mse"] = _safe_div(st["se"], n)
-            by_lead["rainfall_mae"] = _safe_div(st["ae"], n)
-            by_lead["bias"] = _safe_div(st["err"], n)
-            by_lead["correlation"] = st["pt"] / torch.sqrt(
-                st["pp"] * st["tt"] + CORRELATION_EPS
-            )
-            by_lead["correlation"] = torch.where(
-                n > 0, by_lead["correlation"], float("nan")
-            )
-        else:
+        _, grouped = self.grouped_sums()
+        total = {k: v.sum(0) for k, v in grouped.items()}
+        by_lead = self.pooled_scores(total)
+        if aggregation == "per_frame":
             cnt = st["frame_count"]
             for key, name in (
                 ("rainfall_mse", "mse"),
@@ -475,21 +816,13 @@ class MetricAccumulator(SumAccumulator):
                 ("correlation", "correlation"),
             ):
                 by_lead[key] = _safe_div(st[f"frame_{name}"], cnt)
-        h, m, f = st["hits"], st["misses"], st["false_alarms"]
-        for k, thr in enumerate(self.thresholds):
-            if aggregation == "pooled":
-                by_lead[threshold_key("csi", thr)] = _safe_div(h[k], h[k] + m[k] + f[k])
-                by_lead[threshold_key("far", thr)] = _safe_div(f[k], h[k] + f[k])
-                by_lead[threshold_key("pod", thr)] = _safe_div(h[k], h[k] + m[k])
-            else:
+            for k, thr in enumerate(self.thresholds):
                 for name in _FRAME_CAT:
                     by_lead[threshold_key(name, thr)] = _safe_div(
                         st[f"frame_{name}"][k], st[f"frame_{name}_count"][k]
                     )
-            # frequency bias is a ratio of pooled counts in both aggregations
-            by_lead[threshold_key("fbias", thr)] = _safe_div(h[k] + f[k], h[k] + m[k])
-        for name in _FRAME_CAT:
-            by_lead[name] = by_lead[threshold_key(name, PAPER_THRESHOLD)]
+        for name in _PLAIN_CAT:
+            by_lead[name] = by_lead[threshold_key(name, self.primary_threshold)]
 
         result: dict[str, Any] = {}
         undefined: dict[tuple[int, ...], list[str]] = {}
@@ -498,7 +831,7 @@ class MetricAccumulator(SumAccumulator):
             result[f"{key}_by_lead"] = arr
             nan = np.isnan(arr)
             result[key] = float("nan") if nan.all() else float(np.nanmean(arr))
-            if nan.any() and key not in _FRAME_CAT:  # plain keys duplicate "@0.5"
+            if nan.any() and key not in _PLAIN_CAT:  # plain keys duplicate "@thr"
                 leads = tuple((np.flatnonzero(nan) + 1).tolist())
                 undefined.setdefault(leads, []).append(key)
         notes = [
@@ -509,11 +842,21 @@ class MetricAccumulator(SumAccumulator):
         ]
         if notes:
             warnings.warn("; ".join(notes), RuntimeWarning, stacklevel=2)
+        events = total["hits"] + total["misses"]  # (K, T) observed events
         result.update(
-            n_leads=int(st["n"].shape[0]),
+            n_leads=int(st["frame_count"].shape[0]),
             n_frames=int(st["frame_count"][0].item()),
-            n_pixels=int(st["n"][0].item()),
+            n_pixels=int(total["n"][0].item()),
+            n_groups=len(self._group_ids),
+            event_pixels={
+                threshold_key("events", thr): int(events[k].sum().item())
+                for k, thr in enumerate(self.thresholds)
+            },
             thresholds=list(self.thresholds),
+            fss_sizes=list(self.fss_sizes),
+            score_units=self.scale.score_units,
+            scale=self.scale.to_dict(),
+            conversion=self.scale.describe(),
             aggregation=aggregation,
             notes=notes,
         )
@@ -524,17 +867,47 @@ class MetricAccumulator(SumAccumulator):
 
         ``hits``, ``misses``, ``false_alarms``, ``correct_negatives`` have shape (K, T)
         (thresholds x leads); ``n`` (valid pixels), ``se``, ``ae``, ``err``, ``pt``,
-        ``pp``, ``tt`` shape (T,).
+        ``pp``, ``tt``, ``frames``, ``bse``, ``bae`` shape (T,); ``fss_num``,
+        ``fss_den`` shape (K, S, T). All summed over groups.
         """
-        if self._state is None:
-            raise RuntimeError("counts() called before any update()")
-        out = {
-            k: self._state[k].double().cpu().numpy() for k in _SUM_NAMES + _COUNT_NAMES
-        }
+        _, grouped = self.grouped_sums()
+        out = {k: v.sum(0).double().cpu().numpy() for k, v in grouped.items()}
         out["correct_negatives"] = (
             out["n"][None] - out["hits"] - out["misses"] - out["false_alarms"]
         )
         return out
+
+
+def _categorical(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, n: torch.Tensor
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Numerator and denominator of each contingency score.
+
+    ``a`` hits, ``b`` false alarms, ``c`` misses, ``n`` all scored pixels (so the
+    correct negatives are ``d = n - a - b - c``); any common shape.
+
+    * CSI = a / (a + b + c); FAR = b / (a + b); POD = a / (a + c)
+    * HSS = 2 (a d - b c) / ((a + c)(c + d) + (a + b)(b + d))  (Heidke)
+    * GSS = (a - a_r) / (a + b + c - a_r), a_r = (a + b)(a + c) / n  (Gilbert, ETS)
+    """
+    d = n - a - b - c
+    a_r = (a + b) * (a + c) / n.clamp_min(1)
+    return {
+        "csi": (a, a + b + c),
+        "far": (b, a + b),
+        "pod": (a, a + c),
+        "hss": (2 * (a * d - b * c), (a + c) * (c + d) + (a + b) * (b + d)),
+        "gss": (a - a_r, a + b + c - a_r),
+    }
+
+
+def dbz_scale(
+    a: float = 58.53, b: float = 1.56, dbz_min: float = -10.0, dbz_max: float = 60.0
+) -> Any:
+    """The :class:`~nowcast.data.physical.GreyScale` of a dBZ archive (HKO-7 defaults)."""
+    from nowcast.data.physical import GreyScale
+
+    return GreyScale("dBZ", float(dbz_min), float(dbz_max), float(a), float(b))
 
 
 def _check_aggregation(aggregation: str) -> None:

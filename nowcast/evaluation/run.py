@@ -10,7 +10,7 @@ the ``evaluation`` config, runs every forecaster through the same
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,9 @@ from nowcast.forecast import Forecaster
 
 __all__ = [
     "build_baselines",
+    "tuned_baselines",
+    "dataset_scale",
+    "score_dataset",
     "evaluation_settings",
     "resolve_device",
     "evaluate_split",
@@ -46,6 +49,9 @@ DEFAULT_EVALUATION = {
     "max_batches": None,
     "n_examples": 3,
     "device": "auto",
+    "fss_sizes": [1, 5, 11, 21],
+    "reference": "auto",
+    "bootstrap": {"n_resamples": 1000, "seed": 0, "level": 0.95},
 }
 
 
@@ -97,6 +103,148 @@ def build_baselines(specs: Mapping[str, Any] | None) -> dict[str, Forecaster]:
     return out
 
 
+def tuned_baselines(
+    specs: Mapping[str, Any] | None, dataset: Any
+) -> tuple[dict[str, Forecaster], str | None]:
+    """Baselines with the data set's tuned ROVER flow parameters, and the report note.
+
+    Uses :func:`nowcast.baselines.tuning.apply_tuned_params` with ``dataset.path``
+    (``<stem>_rover.yaml`` next to the processed file, else the built-in defaults).
+
+    Returns
+    -------
+    (dict of str to Forecaster, str or None)
+        The instantiated baselines and the note saying which ROVER parameters were
+        used (None if the tuning module is unavailable).
+    """
+    try:
+        from nowcast.baselines.tuning import apply_tuned_params
+    except ImportError:  # older trees: the configured specs as they are
+        return build_baselines(specs), None
+    tuned, note = apply_tuned_params(specs or {}, getattr(dataset, "path", None))
+    return build_baselines(tuned), note
+
+
+def dataset_scale(
+    dataset: Any, zr_a: float | None = None, zr_b: float | None = None
+) -> tuple[Any, str | None]:
+    """The grey scale a data set is scored with, and a note when it had to be guessed.
+
+    Parameters
+    ----------
+    dataset : object
+        With ``scale`` (:class:`nowcast.data.physical.GreyScale`), the normal case.
+        Older datasets without it: ``source_units`` / ``zmin`` / ``zmax`` are read
+        (:meth:`GreyScale.from_attrs`), and failing those the HKO-7 dBZ range.
+    zr_a, zr_b : float, optional
+        Z-R relation for the fallback (dBZ archives only).
+
+    Returns
+    -------
+    (GreyScale, str or None)
+    """
+    from nowcast.data.physical import GreyScale
+
+    scale = getattr(dataset, "scale", None)
+    if scale is not None:
+        return scale, None
+    zmin = float(getattr(dataset, "zmin", np.nan))
+    zmax = float(getattr(dataset, "zmax", np.nan))
+    if np.isfinite(zmin) and np.isfinite(zmax):
+        attrs = {
+            "source_units": getattr(dataset, "source_units", "dBZ"),
+            "zmin": zmin,
+            "zmax": zmax,
+        }
+        scale = GreyScale.from_attrs(attrs, zr_a=zr_a, zr_b=zr_b)
+    else:
+        a, b = (zr_a, zr_b) if zr_a is not None and zr_b is not None else (58.53, 1.56)
+        scale = GreyScale("dBZ", -10.0, 60.0, a, b)
+    return scale, (
+        f"the data set has no GreyScale (dataset.scale); scored with {scale.describe()}"
+        " from its zmin / zmax / source_units (older data set)"
+    )
+
+
+def _accumulator_kwargs(ev: Mapping[str, Any], scale: Any) -> dict[str, Any]:
+    return {
+        "scale": scale,
+        "thresholds": list(ev["thresholds"]),
+        "fss_sizes": list(ev.get("fss_sizes") or DEFAULT_EVALUATION["fss_sizes"]),
+        "aggregation": ev["aggregation"],
+    }
+
+
+def _dataset_notes(dataset: Any, scale_note: str | None) -> list[str]:
+    notes = [str(n) for n in (getattr(dataset, "notes", None) or [])]
+    return notes + ([scale_note] if scale_note else [])
+
+
+def score_dataset(
+    forecasters: Mapping[str, Forecaster],
+    dataset: Any,
+    evaluation: Mapping[str, Any] | None = None,
+    n_steps: int | None = None,
+    max_batches: int | None = None,
+    progress: bool = False,
+) -> dict[str, dict]:
+    """Score forecasters on a dataset exactly as the test evaluation does.
+
+    The dataset's GreyScale (``dataset.scale``), clutter mask (``valid_mask``),
+    per-frame coverage (3-element items) and block ids (``block_ids``, the bootstrap
+    units), the thresholds, FSS sizes, aggregation and bootstrap of ``evaluation``;
+    no files are written.
+
+    Parameters
+    ----------
+    forecasters : mapping of str to Forecaster
+        Scored through the same ``predict`` path.
+    dataset : RadarWindowDataset or compatible
+        Items ``(inputs, targets)`` or ``(inputs, targets, target_valid)``.
+    evaluation : mapping, optional
+        The ``evaluation`` config over :data:`DEFAULT_EVALUATION`; set
+        ``bootstrap.n_resamples: 0`` to skip the intervals (e.g. inside a tuning loop).
+    n_steps : int, optional
+        Lead times; default the dataset's target length.
+    max_batches : int, optional
+        Stop after this many batches (default ``evaluation.max_batches``).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    dict of str to dict
+        Name -> :meth:`MetricAccumulator.compute` output (with the extras of
+        :func:`~nowcast.evaluation.evaluate.evaluate_forecasters`: support, intervals,
+        mask counts); every result's ``notes`` also hold the data set's notes.
+    """
+    ev = {**DEFAULT_EVALUATION, **dict(evaluation or {})}
+    if n_steps is None:
+        n_steps = int(dataset[0][1].shape[0])
+    scale, scale_note = dataset_scale(dataset)
+    device = resolve_device(ev["device"])
+    mask = getattr(dataset, "valid_mask", None)
+    block_ids = getattr(dataset, "block_ids", None)
+    results = evaluate_forecasters(
+        dict(forecasters),
+        dataset,
+        n_steps=n_steps,
+        batch_size=int(ev["batch_size"]),
+        device=device,
+        accumulator_kwargs=_accumulator_kwargs(ev, scale),
+        mask=None if mask is None else mask.to(device),
+        progress=progress,
+        max_batches=ev["max_batches"] if max_batches is None else max_batches,
+        groups=None if block_ids is None else np.asarray(block_ids),
+        bootstrap=ev.get("bootstrap"),
+        reference=ev.get("reference", "auto"),
+    )
+    extra = _dataset_notes(dataset, scale_note)
+    for res in results.values():
+        res["notes"] = [*extra, *res["notes"]]
+    return results
+
+
 def _example_indices(n_windows: int, n_examples: int) -> list[int]:
     if n_windows == 0 or n_examples <= 0:
         return []
@@ -110,11 +258,13 @@ def write_examples(
     n_examples: int,
     n_steps: int,
     device: torch.device,
-    dbz_min: float,
-    dbz_max: float,
+    scale: Any,
     frame_minutes: float = 6.0,
 ) -> list[Path]:
-    """Write ``n_examples`` forecast strips (inputs | truth | each forecaster) as PNG."""
+    """Write ``n_examples`` forecast strips (inputs | truth | each forecaster) as PNG.
+
+    Grey levels are shown in the archive's source units (``scale.to_source``).
+    """
     import matplotlib.pyplot as plt
 
     from nowcast.viz import plot_sequence
@@ -123,7 +273,7 @@ def write_examples(
     mask = getattr(dataset, "valid_mask", None)
     paths = []
     for i in _example_indices(len(dataset), n_examples):
-        inputs, targets = dataset[i]
+        inputs, targets = dataset[i][:2]
         x = inputs[None].to(device)
         forecasts = {
             name: f.predict(x, n_steps)[0, :, 0].float().cpu()
@@ -134,8 +284,8 @@ def write_examples(
             targets[:n_steps, 0],
             forecasts,
             frame_minutes=frame_minutes,
-            units="dBZ",
-            to_physical=lambda p: p * (dbz_max - dbz_min) + dbz_min,
+            units=scale.units,
+            to_physical=scale.to_source,
             mask=None if mask is None else ~mask,
         )
         path = out_dir / f"example_{i:05d}.png"
@@ -151,12 +301,13 @@ def evaluate_split(
     out_dir: str | Path,
     evaluation: Mapping[str, Any] | None = None,
     n_steps: int | None = None,
-    zr_a: float = 58.53,
-    zr_b: float = 1.56,
+    zr_a: float | None = None,
+    zr_b: float | None = None,
     dbz_min: float | None = None,
     dbz_max: float | None = None,
     frame_minutes: float = 6.0,
     progress: bool = True,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Score forecasters on one split and write the report into ``out_dir``.
 
@@ -164,24 +315,28 @@ def evaluate_split(
     ----------
     forecasters : mapping of name -> Forecaster
         Model(s) and baselines; all go through the same path.
-    dataset : torch Dataset of (inputs, targets)
-        With optional ``valid_mask`` (bool (H, W)) and ``zmin`` / ``zmax`` (dBZ).
+    dataset : torch Dataset of (inputs, targets[, target_valid])
+        With ``scale`` (GreyScale), optional ``valid_mask`` (bool (H, W)),
+        ``block_ids`` and ``notes``; see :func:`score_dataset`.
     out_dir : path
         Where ``metrics.md``, ``metrics_by_lead.csv``, ``metrics.json``, plots and
         example strips go.
     evaluation : mapping, optional
-        The ``evaluation`` config (thresholds, batch size, ...); defaults in
-        :data:`DEFAULT_EVALUATION`.
+        The ``evaluation`` config (thresholds, batch size, bootstrap, ...); defaults
+        in :data:`DEFAULT_EVALUATION`.
     n_steps : int, optional
         Lead times to forecast; default the dataset's target length.
-    zr_a, zr_b : float
-        Z-R coefficients (Z = a R^b).
+    zr_a, zr_b : float, optional
+        Z-R coefficients, used only for an older data set without ``scale``.
     dbz_min, dbz_max : float, optional
-        dBZ of grey levels 0 and 1; default the dataset's ``zmin`` / ``zmax``.
+        Deprecated override: score as a dBZ archive with this range (and ``zr_a``,
+        ``zr_b``, HKO-7 by default) instead of ``dataset.scale``.
     frame_minutes : float
         Minutes between frames (6 for HKO).
     progress : bool
         Show a progress bar.
+    notes : sequence of str
+        Extra report notes (e.g. which ROVER parameters were used).
 
     Returns
     -------
@@ -193,33 +348,41 @@ def evaluate_split(
     device = resolve_device(ev["device"])
     if n_steps is None:
         n_steps = int(dataset[0][1].shape[0])
-    dbz_min = float(getattr(dataset, "zmin", np.nan) if dbz_min is None else dbz_min)
-    dbz_max = float(getattr(dataset, "zmax", np.nan) if dbz_max is None else dbz_max)
-    if not np.isfinite(dbz_min) or not np.isfinite(dbz_max):
-        dbz_min, dbz_max = -10.0, 60.0  # HKO-7's range when the data set does not say
+    if dbz_min is not None or dbz_max is not None:
+        from nowcast.evaluation.metrics import dbz_scale
+
+        scale = dbz_scale(
+            58.53 if zr_a is None else zr_a,
+            1.56 if zr_b is None else zr_b,
+            -10.0 if dbz_min is None else dbz_min,
+            60.0 if dbz_max is None else dbz_max,
+        )
+        scale_note = f"grey levels scored as given by the caller: {scale.describe()}"
+    else:
+        scale, scale_note = dataset_scale(dataset, zr_a, zr_b)
     for f in forecasters.values():
         if isinstance(f, torch.nn.Module):
             f.to(device).eval()
     mask = getattr(dataset, "valid_mask", None)
+    block_ids = getattr(dataset, "block_ids", None)
     results = evaluate_forecasters(
         dict(forecasters),
         dataset,
         n_steps=n_steps,
         batch_size=int(ev["batch_size"]),
         device=device,
-        accumulator_kwargs={
-            "thresholds": list(ev["thresholds"]),
-            "a": zr_a,
-            "b": zr_b,
-            "dbz_min": dbz_min,
-            "dbz_max": dbz_max,
-            "aggregation": ev["aggregation"],
-        },
+        accumulator_kwargs=_accumulator_kwargs(ev, scale),
         mask=None if mask is None else mask.to(device),
         progress=progress,
         max_batches=ev["max_batches"],
+        groups=None if block_ids is None else np.asarray(block_ids),
+        bootstrap=ev.get("bootstrap"),
+        reference=ev.get("reference", "auto"),
     )
-    files = write_report(results, out_dir, lead_minutes=frame_minutes)
+    report_notes = [*_dataset_notes(dataset, scale_note), *notes]
+    files = write_report(
+        results, out_dir, lead_minutes=frame_minutes, report_notes=report_notes
+    )
     files["examples"] = write_examples(
         forecasters,
         dataset,
@@ -227,8 +390,7 @@ def evaluate_split(
         int(ev["n_examples"]),
         n_steps,
         device,
-        dbz_min,
-        dbz_max,
+        scale,
         frame_minutes,
     )
     return {"results": results, "files": files, "out_dir": out_dir}
@@ -242,6 +404,7 @@ def evaluate_datasets(
     out_dir: str | Path,
     n_steps: int | None = None,
     progress: bool = True,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Evaluate on the test split with the metrics that fit the data's ``kind``.
 
@@ -291,10 +454,11 @@ def evaluate_datasets(
             out_dir,
             evaluation=ev,
             n_steps=n_steps,
-            zr_a=float(data_cfg.get("zr_a", 58.53)),
-            zr_b=float(data_cfg.get("zr_b", 1.56)),
+            zr_a=_opt_float(data_cfg.get("zr_a")),
+            zr_b=_opt_float(data_cfg.get("zr_b")),
             frame_minutes=float(data_cfg.get("frame_minutes", 6.0)),
             progress=progress,
+            notes=notes,
         )
         keys = ("rainfall_mse", "csi", "far", "pod", "correlation")
     else:
@@ -311,6 +475,10 @@ def evaluate_datasets(
     return out
 
 
+def _opt_float(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
 def run_test_evaluation(
     model: torch.nn.Module,
     datasets: Mapping[str, Any],
@@ -325,7 +493,8 @@ def run_test_evaluation(
     """
     evaluation = evaluation_settings(cfg)
     forecasters: dict[str, Forecaster] = {model_label(cfg): model}
-    forecasters.update(build_baselines(evaluation["baselines"]))
+    baselines, rover_note = tuned_baselines(evaluation["baselines"], datasets["test"])
+    forecasters.update(baselines)
     out = evaluate_datasets(
         forecasters,
         datasets,
@@ -334,6 +503,7 @@ def run_test_evaluation(
         Path(run_dir) / "evaluation",
         n_steps=int(cfg.data.output_len),
         progress=bool(cfg.get("logging", {}).get("progress_bar", True)),
+        notes=[rover_note] if rover_note else [],
     )
     print("\nTest split:\n" + (out["out_dir"] / "metrics.md").read_text())
     log.info("evaluation written to %s", out["out_dir"])
