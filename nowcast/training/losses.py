@@ -5,8 +5,10 @@ Every loss is a callable ``loss(logits, targets, mask=None) -> 0-d tensor`` wher
 * ``logits`` is the raw model output ``(B, T, C, H, W)`` (``EncoderForecaster.forward``;
   the forecast itself is ``sigmoid(logits)``, grey levels in [0, 1]);
 * ``targets`` are the observed grey levels ``(B, T, C, H, W)`` in [0, 1];
-* ``mask`` is an optional boolean ``(H, W)`` (or broadcastable) map, True where a pixel
-  counts (radar data sets carry it as ``valid_mask``: noisy pixels are excluded).
+* ``mask`` is an optional boolean map broadcastable to ``(B, T, C, H, W)``, True where
+  a pixel counts: the data set's clutter mask ``valid_mask`` ``(H, W)`` and, for
+  archives with no-data pixels, the per-frame ``target_valid`` ``(B, T, 1, H, W)``,
+  combined by :func:`combine_masks`.
 
 Losses are means over the counted pixels, computed in float32 even under autocast.
 
@@ -23,7 +25,9 @@ Available (see :func:`get_loss`):
     The HKO-7 balanced losses B-MSE / B-MAE (Shi et al. 2017): each pixel's error is
     weighted by the observed rain rate, weights 1, 2, 5, 10, 30 from 0, 2, 5, 10,
     30 mm/h up, so that rare heavy rain is not drowned by the many dry pixels. Grey
-    levels become rain rates with :func:`nowcast.evaluation.metrics.grey_to_rainrate`.
+    levels become rain rates with the training set's
+    :class:`~nowcast.data.physical.GreyScale` (``dataset.scale``): dBZ archives through
+    their range and Z-R relation, rain-rate archives linearly.
 """
 
 from __future__ import annotations
@@ -34,13 +38,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nowcast.evaluation.metrics import grey_to_rainrate
+from nowcast.data.physical import GreyScale
 
 __all__ = [
     "LOSSES",
     "get_loss",
     "available_losses",
     "masked_mean",
+    "combine_masks",
     "balanced_weights",
     "PixelLoss",
     "BalancedLoss",
@@ -84,12 +89,42 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     """
     if mask is None:
         return values.mean()
+    per_frame = mask.ndim > 2
     mask = mask.to(device=values.device, dtype=values.dtype)
     mask = torch.broadcast_to(mask, values.shape)
     count = mask.sum()
     if float(count) == 0:
+        if per_frame:  # a batch wholly outside coverage: it contributes nothing
+            return (values * mask).sum()
         raise ValueError("the loss mask excludes every pixel; check valid_mask")
-    return (values * mask).sum() / count
+    # where() rather than a product: a masked pixel's value (even inf / NaN) is dropped
+    return torch.where(mask > 0, values, torch.zeros_like(values)).sum() / count
+
+
+def combine_masks(
+    valid_mask: torch.Tensor | None, target_valid: torch.Tensor | None
+) -> torch.Tensor | None:
+    """The pixels a masked loss counts: not clutter and observed.
+
+    Parameters
+    ----------
+    valid_mask : torch.Tensor of bool, shape (H, W), or None
+        The data set's clutter mask (True = scored).
+    target_valid : torch.Tensor of bool, shape (B, T, 1, H, W), or None
+        Per-frame coverage of the targets (True = observed), from the batch.
+
+    Returns
+    -------
+    torch.Tensor of bool or None
+        ``valid_mask & target_valid`` broadcast to ``(B, T, 1, H, W)``, whichever is
+        given, or None when neither is.
+    """
+    if target_valid is None:
+        return valid_mask
+    target_valid = target_valid.to(torch.bool)
+    if valid_mask is None:
+        return target_valid
+    return target_valid & valid_mask.to(device=target_valid.device, dtype=torch.bool)
 
 
 class PixelLoss(nn.Module):
@@ -173,42 +208,41 @@ class BalancedLoss(nn.Module):
     ----------
     p : {1, 2}
         1 for B-MAE, 2 for B-MSE.
-    dbz_min, dbz_max : float
-        Reflectivity mapped to grey 0 and 1 by the min-max normalisation (HKO-7:
-        -10 and 60 dBZ).
-    a, b : float
-        Z-R coefficients (HKO-7: 58.53, 1.56).
+    scale : nowcast.data.physical.GreyScale, optional
+        What the grey levels mean (the training set's ``scale``); default HKO-7
+        (dBZ -10..60, ``Z = 58.53 R^1.56``).
     thresholds, weights : sequences of float
-        See :func:`balanced_weights`.
+        See :func:`balanced_weights`; thresholds are in ``scale.score_units`` (mm/h
+        for dBZ and rain-rate archives).
 
     Notes
     -----
     The error is measured in grey levels and weighted by the *observed* rain rate, as in
     the HKO-7 benchmark; here it is averaged over pixels (the benchmark sums over
-    pixels and averages over frames, a constant factor ``H * W`` apart).
+    pixels and averages over frames, a constant factor ``H * W`` apart). The observed
+    grey levels become rain rates with ``scale.to_score``, so a rain-rate archive's
+    10 mm/h is 10 mm/h, not a reflectivity put through a Z-R relation.
     """
 
     def __init__(
         self,
         p: int = 2,
-        dbz_min: float = -10.0,
-        dbz_max: float = 60.0,
-        a: float = 58.53,
-        b: float = 1.56,
+        scale: GreyScale | None = None,
         thresholds: Sequence[float] = HKO7_BALANCE_THRESHOLDS,
         weights: Sequence[float] = HKO7_BALANCE_WEIGHTS,
     ) -> None:
         super().__init__()
         if p not in (1, 2):
             raise ValueError(f"p must be 1 (B-MAE) or 2 (B-MSE), got {p!r}")
-        if not dbz_max > dbz_min:
-            raise ValueError(
-                f"dbz_max must exceed dbz_min, got dbz_min={dbz_min}, dbz_max={dbz_max}"
+        scale = GreyScale.hko7() if scale is None else scale
+        if not isinstance(scale, GreyScale):
+            raise TypeError(
+                f"scale must be a nowcast.data.physical.GreyScale, got "
+                f"{type(scale).__name__}"
             )
         balanced_weights(torch.zeros(1), thresholds, weights)  # validate early
         self.p = int(p)
-        self.dbz_min, self.dbz_max = float(dbz_min), float(dbz_max)
-        self.a, self.b = float(a), float(b)
+        self.scale = scale
         self.thresholds = tuple(float(t) for t in thresholds)
         self.weights = tuple(float(w) for w in weights)
 
@@ -221,19 +255,17 @@ class BalancedLoss(nn.Module):
         _check_pair(logits, targets)
         targets = targets.float()
         with torch.no_grad():
-            rain = grey_to_rainrate(targets, self.dbz_min, self.dbz_max, self.a, self.b)
+            rain = self.scale.to_score(targets)
             w = balanced_weights(rain, self.thresholds, self.weights)
         err = (torch.sigmoid(logits.float()) - targets).abs()
         return masked_mean(w * err**self.p, mask)
 
     def extra_repr(self) -> str:
-        return (
-            f"p={self.p}, dbz=({self.dbz_min}, {self.dbz_max}), zr=({self.a}, {self.b})"
-        )
+        return f"p={self.p}, scale={self.scale.describe()!r}"
 
 
 def _balanced(p: int) -> Callable[..., BalancedLoss]:
-    def make(**kwargs: float) -> BalancedLoss:
+    def make(**kwargs: object) -> BalancedLoss:
         return BalancedLoss(p=p, **kwargs)
 
     return make
@@ -263,8 +295,9 @@ def get_loss(name: str, **kwargs: object) -> nn.Module:
         One of :func:`available_losses` (``bce``, ``mse``, ``mae``, ``balanced_mse``,
         ``balanced_mae``).
     **kwargs
-        Passed to the loss (the balanced losses take ``dbz_min``, ``dbz_max``, ``a``,
-        ``b``, ``thresholds``, ``weights``; the others take none).
+        Passed to the loss (the balanced losses take ``scale`` (a
+        :class:`~nowcast.data.physical.GreyScale`), ``thresholds``, ``weights``; the
+        others take none).
 
     Returns
     -------

@@ -7,8 +7,14 @@ import math
 import pytest
 import torch
 
-from nowcast.evaluation.metrics import dbz_to_grey, rainrate_to_dbz
-from nowcast.training.losses import available_losses, balanced_weights, get_loss
+from nowcast.data.physical import GreyScale
+from nowcast.training.losses import (
+    available_losses,
+    balanced_weights,
+    combine_masks,
+    get_loss,
+)
+from nowcast.training.trainer import build_loss
 
 
 def _logit(p: float) -> float:
@@ -46,11 +52,12 @@ def test_balanced_weights_steps():
 def test_balanced_mse_and_mae_hand_values():
     # pixel A: observed 3 mm/h (weight 2), predicted 0.1 grey above; pixel B: grey 0
     # (about 0.03 mm/h, weight 1), predicted 0.2 above.
-    grey_a = float(dbz_to_grey(rainrate_to_dbz(torch.tensor(3.0)), -10.0, 60.0))
+    hko = GreyScale.hko7()
+    grey_a = float(hko.from_score(3.0))
     targets = torch.tensor([grey_a, 0.0]).reshape(1, 1, 1, 1, 2)
     logits = torch.tensor([_logit(grey_a + 0.1), _logit(0.2)]).reshape(1, 1, 1, 1, 2)
-    bmse = get_loss("balanced_mse", dbz_min=-10.0, dbz_max=60.0)(logits, targets)
-    bmae = get_loss("balanced_mae", dbz_min=-10.0, dbz_max=60.0)(logits, targets)
+    bmse = get_loss("balanced_mse", scale=hko)(logits, targets)
+    bmae = get_loss("balanced_mae", scale=hko)(logits, targets)
     assert bmse.item() == pytest.approx((2 * 0.1**2 + 1 * 0.2**2) / 2, rel=1e-4)
     assert bmae.item() == pytest.approx((2 * 0.1 + 1 * 0.2) / 2, rel=1e-4)
 
@@ -72,3 +79,70 @@ def test_losses_have_gradients_and_registry_errors():
         get_loss("bce")(logits, targets[:, :2])
     with pytest.raises(ValueError, match="excludes every pixel"):
         get_loss("bce")(logits, targets, torch.zeros(4, 4, dtype=torch.bool))
+
+
+def test_balanced_loss_uses_the_rain_rate_archive_scale():
+    # mm/h archive 0..50: grey 0.2 is 10 mm/h (weight 10), grey 0.02 is 1 mm/h (weight
+    # 1). Read as HKO-7 dBZ, grey 0.2 would be 4 dBZ ~ 0.13 mm/h (weight 1).
+    targets = torch.tensor([0.2, 0.02]).reshape(1, 1, 1, 1, 2)
+    logits = torch.tensor([_logit(0.3), _logit(0.12)]).reshape(1, 1, 1, 1, 2)
+    mmh = get_loss("balanced_mse", scale=GreyScale("mm/h", 0.0, 50.0))
+    assert mmh(logits, targets).item() == pytest.approx((10 * 0.01 + 1 * 0.01) / 2)
+    hko = get_loss("balanced_mse", scale=GreyScale.hko7())
+    assert hko(logits, targets).item() == pytest.approx((0.01 + 0.01) / 2)
+
+
+class _Train:
+    scale = GreyScale("mm/h", 0.0, 50.0)
+
+
+def test_build_loss_takes_the_training_set_scale_not_the_config_range():
+    # a config's legacy dBZ range is ignored; the training set's scale wins
+    cfg = {"name": "balanced_mae", "dbz_min": -10.0, "dbz_max": 60.0, "a": 1.0}
+    assert build_loss(cfg, _Train()).scale == _Train.scale
+    assert build_loss({"name": "balanced_mae"}).scale == GreyScale.hko7()
+    with pytest.raises(ValueError, match="dataset.scale"):
+        build_loss({"name": "balanced_mse"}, object())
+
+
+@pytest.mark.parametrize("name", ["bce", "mse", "mae", "balanced_mse", "balanced_mae"])
+def test_masked_pixel_with_huge_error_changes_no_loss(name):
+    # pixel (0, 0) is clutter (valid_mask False); pixel (1, 1) has no data in frame 1
+    # (target_valid False). Wrecking both predictions and targets there, even with
+    # inf / NaN, leaves every loss unchanged.
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 1, 4, 4, generator=gen)
+    targets = torch.rand(2, 3, 1, 4, 4, generator=gen)
+    valid = torch.ones(4, 4, dtype=torch.bool)
+    valid[0, 0] = False
+    cover = torch.ones(2, 3, 1, 4, 4, dtype=torch.bool)
+    cover[:, 1, 0, 1, 1] = False
+    mask = combine_masks(valid, cover)
+    loss_fn = get_loss(name)
+    before = loss_fn(logits, targets, mask)
+    bad_logits, bad_targets = logits.clone(), targets.clone()
+    bad_logits[..., 0, 0] = 1e4
+    bad_targets[..., 0, 0] = 0.0
+    bad_logits[:, 1, 0, 1, 1] = -1e4
+    bad_targets[:, 1, 0, 1, 1] = float("nan")  # as an unobserved target may hold
+    after = loss_fn(bad_logits, bad_targets, mask)
+    torch.testing.assert_close(after, before)
+    # and the same wreck without the masks does change it (the test can fail)
+    assert not torch.isclose(loss_fn(bad_logits, bad_targets), loss_fn(logits, targets))
+
+
+def test_combine_masks():
+    valid = torch.tensor([[True, False]])
+    cover = torch.tensor([[True, True], [False, True]]).reshape(1, 2, 1, 1, 2)
+    both = combine_masks(valid, cover)
+    assert both.shape == (1, 2, 1, 1, 2)
+    assert both.flatten().tolist() == [True, False, False, False]
+    assert combine_masks(valid, None) is valid
+    assert combine_masks(None, cover).equal(cover)
+    assert combine_masks(None, None) is None
+    # a batch wholly outside coverage contributes zero, not an error
+    none = torch.zeros(1, 2, 1, 1, 2, dtype=torch.bool)
+    assert (
+        get_loss("mse")(torch.zeros(1, 2, 1, 1, 2), torch.ones(1, 2, 1, 1, 2), none)
+        == 0
+    )
