@@ -54,7 +54,7 @@ from nowcast.training.distributed import (
     cleanup_distributed,
     init_distributed,
 )
-from nowcast.training.losses import get_loss, masked_mean
+from nowcast.training.losses import combine_masks, get_loss, masked_mean
 
 __all__ = [
     "train",
@@ -202,21 +202,32 @@ def build_loss(
 ) -> nn.Module:
     """The loss named by ``loss.name`` with its parameters.
 
-    For the balanced losses the dBZ range of the grey levels comes from the training
-    set's ``zmin`` / ``zmax`` when it carries finite ones (the range the data were
-    normalised with), else from the config.
+    The balanced losses get the training set's grey scale (``train_set.scale``, a
+    :class:`~nowcast.data.physical.GreyScale` read from the processed file), so their
+    rain-rate thresholds are in the data's own scoring units; without a training set
+    they use HKO-7's. Legacy ``dbz_min`` / ``dbz_max`` / ``a`` / ``b`` keys of a loss
+    config are ignored: the data, not the config, say what grey levels mean.
     """
-    cfg = {k: v for k, v in dict(loss_cfg).items() if k not in ("name", "masked")}
+    legacy = ("dbz_min", "dbz_max", "a", "b")
+    cfg = {
+        k: v for k, v in dict(loss_cfg).items() if k not in ("name", "masked", *legacy)
+    }
     name = str(loss_cfg.get("name", "bce"))
-    if name.startswith("balanced") and train_set is not None:
-        zmin = getattr(train_set, "zmin", None)
-        zmax = getattr(train_set, "zmax", None)
-        if zmin is not None and zmax is not None and np.isfinite([zmin, zmax]).all():
-            if (cfg.get("dbz_min"), cfg.get("dbz_max")) != (zmin, zmax):
-                log.info(
-                    "balanced loss: dBZ range %s..%s from the data set", zmin, zmax
+    if name.startswith("balanced"):
+        if any(k in loss_cfg for k in legacy):
+            log.info(
+                "balanced loss: config keys %s ignored (the data's scale wins)", legacy
+            )
+        if train_set is not None:
+            scale = getattr(train_set, "scale", None)
+            if scale is None:
+                raise ValueError(
+                    f"loss {name!r} needs a training set with a grey scale "
+                    f"(dataset.scale), got {type(train_set).__name__}; use loss=bce "
+                    "or loss=mse for data without physical units"
                 )
-            cfg["dbz_min"], cfg["dbz_max"] = float(zmin), float(zmax)
+            cfg["scale"] = scale
+            log.info("balanced loss: %s", scale.describe())
     return get_loss(name, **cfg)
 
 
@@ -338,6 +349,7 @@ def evaluate_loss(
     mask: torch.Tensor | None = None,
     amp_dtype: torch.dtype | None = None,
     limit_batches: int | None = None,
+    use_coverage: bool = True,
 ) -> dict[str, float]:
     """Mean loss and MSE of ``sigmoid(logits)`` over a loader, summed over all ranks.
 
@@ -347,7 +359,8 @@ def evaluate_loss(
         ``model(inputs, n_steps) -> logits (B, n_steps, C, H, W)``; the bare module
         (not DDP-wrapped), put in eval mode here and back in train mode afterwards.
     loader : DataLoader
-        Yields ``(inputs, targets)`` ``(B, T_in, C, H, W)``, ``(B, T_out, C, H, W)``.
+        Yields ``(inputs, targets)`` ``(B, T_in, C, H, W)``, ``(B, T_out, C, H, W)``,
+        or ``(inputs, targets, target_valid)`` with the per-frame coverage.
     loss_fn : torch.nn.Module
         The training loss.
     device : torch.device
@@ -357,6 +370,9 @@ def evaluate_loss(
         Autocast dtype.
     limit_batches : int, optional
         Evaluate only this many batches per rank.
+    use_coverage : bool
+        Also leave out target pixels without data (``target_valid``) when batches
+        carry it.
 
     Returns
     -------
@@ -366,16 +382,16 @@ def evaluate_loss(
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=device)
-    for i, (inputs, targets) in enumerate(loader):
+    for i, batch in enumerate(loader):
         if limit_batches is not None and i >= limit_batches:
             break
-        inputs = inputs.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
+        inputs, targets, *cover = (t.to(device, non_blocking=True) for t in batch)
         with _autocast(device, amp_dtype):
             logits = model(inputs, targets.shape[1])
         n = inputs.shape[0]
-        loss = loss_fn(logits, targets, mask)
-        mse = masked_mean((torch.sigmoid(logits.float()) - targets) ** 2, mask)
+        batch_mask = combine_masks(mask, cover[0] if cover and use_coverage else None)
+        loss = loss_fn(logits, targets, batch_mask)
+        mse = masked_mean((torch.sigmoid(logits.float()) - targets) ** 2, batch_mask)
         totals += torch.tensor(
             [float(loss) * n, float(mse) * n, n], dtype=torch.float64, device=device
         )
@@ -560,6 +576,7 @@ def _train(
         mask = torch.as_tensor(mask, dtype=torch.bool, device=device)
     else:
         mask = None
+    use_coverage = bool(loss_cfg.get("masked", True))  # and target_valid of batches
 
     # ---- model, optimiser, precision
     seed_everything(seed)
@@ -685,6 +702,7 @@ def _train(
             mask,
             amp_dtype,
             None if limit_val is None else int(limit_val),
+            use_coverage=use_coverage,
         )
         last_val = {"val_loss": res["loss"], "val_mse": res["mse"]}
         logger.log(state.step, state.epoch, "val", loss=res["loss"], mse=res["mse"])
@@ -765,12 +783,12 @@ def _train(
         t_epoch, val_time = time.perf_counter(), 0.0
         full_epoch = state.batch_in_epoch == 0
         t_window, seq_window = time.perf_counter(), 0
-        for inputs, targets in train_loader:
-            inputs = inputs.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
+        for batch in train_loader:
+            inputs, targets, *cover = (t.to(device, non_blocking=True) for t in batch)
             with _autocast(device, amp_dtype):
                 logits = train_model(inputs, targets.shape[1])
-            loss = loss_fn(logits, targets, mask)
+            cover = cover[0] if cover and use_coverage else None
+            loss = loss_fn(logits, targets, combine_masks(mask, cover))
             if callbacks.on_loss is not None:
                 loss = callbacks.on_loss(state.step + 1, loss)
             finite = torch.isfinite(loss.detach()).to(torch.float32)
