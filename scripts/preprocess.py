@@ -5,7 +5,15 @@ Usage::
     python scripts/preprocess.py preprocess=hko \
         input=data/hko7/raw.nc output=data/hko7/processed.nc
     python scripts/preprocess.py preprocess=hko 'input=fmi_*.nc' output=fmi_proc.nc \
-        fit_on=all preprocess.noise_mask=false
+        fit_on=all preprocess.zr_a=223 preprocess.zr_b=1.53
+    python scripts/preprocess.py preprocess=hko input=raw.nc output=proc.nc \
+        fit_block_len=20 'fit_counts=[4,1,1]' split_seed=0
+
+The noise mask is fitted on the training blocks of the split given by
+``fit_block_len`` / ``fit_counts`` / ``split_seed`` (the split the datasets will serve;
+the processed file records it and ``radar_datasets`` refuses any other split that would
+validate or test on fitting frames), or on every frame with ``fit_on=all`` (an
+evaluation-only archive; the reports then say so).
 
 The work is done by :func:`nowcast.data.preprocess.preprocess_archive`; this script only
 reads the hydra config ``configs/preprocess.yaml`` (parameter sets in
@@ -33,6 +41,8 @@ def run(cfg: DictConfig) -> Path:
         fit_on=str(cfg.get("fit_on", "train")),
         split_seed=int(cfg.get("split_seed", 0)),
         progress=bool(cfg.get("progress", True)),
+        fit_block_len=int(cfg.get("fit_block_len", 40)),
+        fit_counts=[int(c) for c in cfg.get("fit_counts", (4, 1, 1))],
         **params,  # type: ignore[arg-type]
     )
     print(f"wrote {written}")
