@@ -693,6 +693,7 @@ def plot_metrics_by_lead_time(
     reference: Mapping[str, Mapping[str, float]] | None = None,
     ncols: int | None = None,
     panel_size: tuple[float, float] = (3.4, 2.8),
+    bands: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Figure:
     """Scores against lead time: one panel per metric, one line per forecaster.
 
@@ -720,14 +721,19 @@ def plot_metrics_by_lead_time(
         Panels per row; default ``min(n_metrics, 3)``.
     panel_size : (float, float)
         Width and height of one panel in inches.
+    bands : dict of str to dict of str to (lo, hi), optional
+        Per-lead confidence bands, ``bands[forecaster][metric] = (lo, hi)`` with two
+        1-D series as long as the scores (or ``{"lo": ..., "hi": ...}``, as in the
+        evaluation's ``ci_per_lead``), drawn as shaded areas in the forecaster's
+        colour; metrics or forecasters without a band are drawn without one.
 
     Returns
     -------
     matplotlib.figure.Figure
         One axes per metric (titled and y-labelled with the metric's name and units,
         x label ``"lead time (min)"``), solid lines with markers for forecasters (their
-        y-data are the given scores), dashed lines for references, one legend for the
-        figure (``fig.legends[0]``).
+        y-data are the given scores), shaded bands (``PolyCollection``) where given,
+        dashed lines for references, one legend for the figure (``fig.legends[0]``).
 
     Raises
     ------
@@ -828,6 +834,11 @@ def plot_metrics_by_lead_time(
                 color=colour[n],
                 label=n,
             )
+            band = _band((bands or {}).get(n, {}), k, y.size, f"bands[{n!r}][{k!r}]")
+            if band is not None:
+                ax.fill_between(
+                    leads_for(n, k, y.size), *band, color=colour[n], alpha=0.2, lw=0
+                )
         for r, vals in (reference or {}).items():
             if k in vals and np.isfinite(float(vals[k])):
                 ax.axhline(
@@ -852,6 +863,24 @@ def plot_metrics_by_lead_time(
                 labels.append(lb)
     fig.legend(handles, labels, loc="outside right upper", fontsize="small")
     return fig
+
+
+def _band(
+    held: Mapping[str, Any], metric: str, length: int, where: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(lo, hi)`` of a per-lead band, or None when ``held`` has none for ``metric``."""
+    if metric not in held:
+        return None
+    b = held[metric]
+    lo, hi = (b["lo"], b["hi"]) if isinstance(b, Mapping) else b
+    lo = np.asarray(_to_numpy(lo, where), dtype=float).ravel()
+    hi = np.asarray(_to_numpy(hi, where), dtype=float).ravel()
+    if lo.size != length or hi.size != length:
+        raise ValueError(
+            f"{where} must hold two series of {length} values (lo, hi), got "
+            f"{lo.size} and {hi.size}"
+        )
+    return lo, hi
 
 
 # ---------------------------------------------------------------------------------

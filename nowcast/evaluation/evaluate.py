@@ -784,8 +784,25 @@ def _write_plots(
     for group, keys in groups.items():
         if not keys:
             continue
-        fig = plot_metrics_by_lead_time(scores, lead_minutes, metrics=keys)
+        fig = plot_metrics_by_lead_time(
+            scores, lead_minutes, metrics=keys, bands=_bands(results, keys)
+        )
         path = out / f"{group}_by_lead.png"
         fig.savefig(path, dpi=100)
         paths[f"plot_{group}"] = path
     return paths
+
+
+def _bands(
+    results: Mapping[str, Mapping[str, Any]], keys: Sequence[str]
+) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Per-lead bootstrap bands ``{forecaster: {metric: (lo, hi)}}`` for the plots."""
+    out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for name, res in results.items():
+        per_lead = res.get("ci_per_lead") or {}
+        out[name] = {}
+        for k in keys:
+            b = per_lead.get(k, per_lead.get(threshold_key(k, _primary(res))))
+            if b is not None:
+                out[name][k] = (np.asarray(b["lo"]), np.asarray(b["hi"]))
+    return out

@@ -111,7 +111,9 @@ def test_write_report_tables(tmp_path):
     md = paths["markdown"].read_text()
     assert "| forecaster | Rainfall-MSE | CSI | FAR | POD | Correlation |" in md
     lo, hi = res["rover1"]["ci"]["rainfall_mse"]
-    assert f"| rover1 | {res['rover1']['rainfall_mse']:.3f} [{lo:.3f}, {hi:.3f}] |" in md
+    assert (
+        f"| rover1 | {res['rover1']['rainfall_mse']:.3f} [{lo:.3f}, {hi:.3f}] |" in md
+    )
     assert "| ROVER1 | 1.712 | 0.516 | 0.308 | 0.636 | 0.843 |" in md  # published
     assert "CSI 30" in md
     with paths["csv"].open() as fh:
