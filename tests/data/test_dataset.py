@@ -3,9 +3,12 @@
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from torch.utils.data import DataLoader
 
 from nowcast.data.dataset import RadarWindowDataset, radar_datasets, rainiest_windows
+from nowcast.data.physical import GreyScale
+from nowcast.data.preprocess import preprocess_archive
 from nowcast.data.radar import make_radar_dataset, write_radar
 
 
@@ -128,3 +131,150 @@ def test_open_handles_are_closed_before_workers_fork(processed):
     assert ds._handle is None  # closed at fork
     torch.testing.assert_close(batches[0][0][0], x0)
     torch.testing.assert_close(ds[0][0], x0)  # reopened lazily
+
+
+# ----------------------------------------------------- scale, blocks, coverage, fit split
+def _raw(values: np.ndarray, units: str = "dBZ", start: str = "2013-07-01T00:00"):
+    times = np.datetime64(start) + np.arange(values.shape[0]) * np.timedelta64(6, "m")
+    return make_radar_dataset(values.astype(np.float32), times, units)
+
+
+def test_scale_comes_from_the_file_and_the_config_zr_only_for_dbz(processed, tmp_path):
+    ds = radar_datasets(processed, 5, 15, zr_a=200.0, zr_b=1.6)["test"]
+    assert ds.scale == GreyScale("dBZ", -10.0, 60.0, 200.0, 1.6)
+    assert any("Z = 200 R^1.6" in n for n in ds.notes)
+    rain = make_radar_dataset(
+        np.zeros((40, 4, 4), np.float32),
+        np.datetime64("2018-06-16") + np.arange(40) * np.timedelta64(6, "m"),
+        "1",
+        attrs={"source_units": "mm/h", "zmin": 0.0, "zmax": 50.0},
+    )
+    path = write_radar(rain, tmp_path / "rain.nc", allow_nan=False)
+    scale = RadarWindowDataset(path, np.array([0]), 5, 15, zr_a=200.0, zr_b=1.6).scale
+    assert scale == GreyScale("mm/h", 0.0, 50.0)  # no Z-R for a rain-rate archive
+    assert scale.to_score(0.2) == pytest.approx(10.0)
+
+
+def test_block_ids_group_the_windows_of_one_block(processed):
+    splits = radar_datasets(processed, 5, 15)
+    for ds in splits.values():
+        # 21 windows per 40-frame block; the id is the block's first frame
+        ids, counts = np.unique(ds.block_ids, return_counts=True)
+        assert (counts == 21).all() and ids.size == len(ds) // 21
+        for i in range(len(ds)):
+            assert ds.block_ids[i] <= ds.starts[i] < ds.block_ids[i] + 40 - 20 + 1
+    all_ids = np.concatenate([ds.block_ids for ds in splits.values()])
+    assert np.unique(all_ids).size == all_ids.size // 21  # no block in two splits
+    # the default for hand-made datasets: chains of overlapping windows share an id
+    # (0-19, 5-24, 19-38, 20-39 chain; 40-59 touches none of them; 100-119 alone)
+    ds = RadarWindowDataset(processed, np.array([0, 5, 19, 20, 40, 100]), 5, 15)
+    assert ds.block_ids.tolist() == [0, 0, 0, 0, 1, 2]
+
+
+def test_coverage_survives_preprocess_frame_by_frame(tmp_path):
+    # 40 frames of 30 dBZ on 16x16; frames 10-19 lose a disc of radius 2 around (4, 4),
+    # frames 20-39 one around (10, 11); frames 0-9 are complete (so the coverage
+    # variable is created mid-stream, chunk_time=4).
+    values = np.full((40, 16, 16), 30.0)
+    yy, xx = np.mgrid[:16, :16]
+    disc_a = (yy - 4) ** 2 + (xx - 4) ** 2 <= 4
+    disc_b = (yy - 10) ** 2 + (xx - 11) ** 2 <= 4
+    values[10:20, disc_a] = np.nan
+    values[20:, disc_b] = np.nan
+    raw = write_radar(_raw(values), tmp_path / "raw.nc")
+    out = preprocess_archive(
+        raw,
+        tmp_path / "proc.nc",
+        fit_on="all",
+        progress=False,
+        crop_size=None,
+        disk_radius=1,
+        resize_to=None,
+        noise_mask=False,
+        chunk_time=4,
+    )
+    ds = radar_datasets(out, 5, 15, block_len=20, counts=(0, 0, 1))["test"]
+    assert ds.has_coverage and len(ds) == 2
+    # window 0: frames 0-19, targets 5-19; window 1: frames 20-39, targets 25-39
+    for index, expect in ((0, [True] * 5 + [False] * 10), (1, [False] * 15)):
+        x, y, valid = ds[index]
+        assert valid.dtype == torch.bool and valid.shape == (15, 1, 16, 16)
+        disc = disc_a if index == 0 else disc_b
+        for t in range(15):
+            lost = np.zeros_like(disc) if expect[t] else disc
+            np.testing.assert_array_equal(valid[t, 0].numpy(), ~lost)
+        # no smearing: every observed pixel keeps (30 + 10) / 70, even next to the disc
+        np.testing.assert_allclose(y[valid].numpy(), 40 / 70, rtol=1e-6)
+        assert (y[~valid] == 0).all()
+    counts = ds.pixel_counts
+    # targets: frames 5-19 (10 with disc a: 13 pixels each) and 25-39 (15 with disc b)
+    assert counts == {
+        "frame_pixels": 256,
+        "clutter_pixels": 0,
+        "target_frames": 30,
+        "unobserved_pixel_frames": 25 * 13,
+    }
+
+
+def test_no_coverage_variable_without_no_data(processed):
+    ds = radar_datasets(processed, 5, 15)["train"]
+    assert not ds.has_coverage and len(ds[0]) == 2
+    assert ds.pixel_counts["unobserved_pixel_frames"] == 0
+
+
+def _clutter_archive(tmp_path) -> str:
+    """One day of 40 frames, 8x8, random echo and a bright clutter pixel."""
+    rng = np.random.default_rng(0)
+    values = rng.uniform(-10.0, 20.0, (40, 8, 8))
+    values[:, 2, 3] = 55.0
+    return str(write_radar(_raw(values), tmp_path / "raw.nc"))
+
+
+def test_split_that_tests_on_fitting_frames_is_refused(tmp_path):
+    raw = _clutter_archive(tmp_path)
+    kw = dict(progress=False, crop_size=None, disk_radius=0, resize_to=None)
+    train_fit = preprocess_archive(raw, tmp_path / "a.nc", **kw)  # 40-frame blocks
+    with xr.open_dataset(train_fit) as f:
+        assert f.attrs["noise_mask_fit_on"] == "train"
+        assert f.attrs["noise_mask_fit_block_len"] == 40
+        assert f["noise_mask"].values[2, 3] == 1
+    radar_datasets(train_fit, 5, 15)  # the fitting split itself: fine
+    # the README's short-archive evaluation: 20-frame blocks, all in test
+    with pytest.raises(ValueError) as err:
+        radar_datasets(train_fit, 5, 15, block_len=20, counts=(0, 0, 1))
+    msg = str(err.value)
+    assert "block_len=40, counts=[4, 1, 1], seed=0" in msg  # the fitting split
+    assert "block_len=20, counts=[0, 0, 1], seed=0" in msg  # the requested one
+    assert "40 of those fitting frames" in msg
+    assert "fit_block_len=20 fit_counts=[0,0,1] split_seed=0" in msg
+    assert "fit_on=all" in msg
+    # refit on all frames: an evaluation-only archive, said in the notes
+    all_fit = preprocess_archive(raw, tmp_path / "b.nc", fit_on="all", **kw)
+    test = radar_datasets(all_fit, 5, 15, block_len=20, counts=(0, 0, 1))["test"]
+    assert len(test) == 2
+    assert any("fit_on=all" in n and "evaluation-only" in n for n in test.notes)
+    # refit on the split used: 20-frame blocks, one train and one test block
+    matched = preprocess_archive(
+        raw, tmp_path / "c.nc", fit_block_len=20, fit_counts=[1, 0, 1], **kw
+    )
+    splits = radar_datasets(matched, 5, 15, block_len=20, counts=(1, 0, 1))
+    assert len(splits["train"]) == len(splits["test"]) == 1
+    with pytest.raises(ValueError, match="20 of those fitting frames"):
+        radar_datasets(matched, 5, 15, block_len=20, counts=(0, 0, 1))
+
+
+def test_nothing_fitted_means_nothing_to_refuse(tmp_path):
+    raw = _clutter_archive(tmp_path)
+    out = preprocess_archive(
+        raw,
+        tmp_path / "n.nc",
+        progress=False,
+        crop_size=None,
+        disk_radius=0,
+        resize_to=None,
+        noise_mask=False,
+    )
+    with xr.open_dataset(out) as f:
+        assert f.attrs["noise_mask_fit_on"] == "none"
+    test = radar_datasets(out, 5, 15, block_len=20, counts=(0, 0, 1))["test"]
+    assert len(test) == 2 and not any("noise mask" in n for n in test.notes)
