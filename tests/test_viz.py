@@ -465,3 +465,23 @@ def test_animate_mask_hides_pixels():
     assert np.array_equal(a, b)
     with pytest.raises(ValueError, match=r"mask must be \(H, W\)"):
         viz.animate(truth, {}, mask=np.zeros((5, 5), bool))
+
+
+def test_plot_metrics_draws_the_given_bands():
+    from matplotlib.collections import PolyCollection
+
+    scores = {"a": {"csi": [0.5, 0.4]}, "b": {"csi": [0.3, 0.2]}}
+    bands = {"a": {"csi": {"lo": [0.45, 0.3], "hi": [0.55, 0.5]}}}  # none for "b"
+    fig = viz.plot_metrics_by_lead_time(scores, lead_minutes=6.0, bands=bands)
+    (ax,) = fig.axes
+    (poly,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    xy = poly.get_paths()[0].vertices
+    # the shaded area spans the given lows and highs at leads 6 and 12 min
+    assert {tuple(v) for v in xy} >= {
+        (6.0, 0.45),
+        (12.0, 0.3),
+        (6.0, 0.55),
+        (12.0, 0.5),
+    }
+    with pytest.raises(ValueError, match=r"two series of 2 values"):
+        viz.plot_metrics_by_lead_time(scores, bands={"a": {"csi": ([0.1], [0.2])}})
