@@ -26,8 +26,9 @@ and returned on the frames' device.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from functools import lru_cache
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -39,6 +40,8 @@ __all__ = [
     "register_method",
     "available_methods",
     "TEMPORAL_MODES",
+    "WARM_PARAMS",
+    "default_warm_params",
 ]
 
 #: How the flows of consecutive input pairs are combined (see :func:`estimate_flow`).
@@ -87,8 +90,26 @@ def get_method(name: str) -> FlowMethod:
         ) from None
 
 
-@lru_cache(maxsize=32)
-def _dis(
+_LOCAL = threading.local()
+
+
+def _dis(*key: object) -> cv2.DISOpticalFlow:
+    """A DIS object for these settings, cached per thread.
+
+    A DIS object keeps per-call buffers, so threads (``estimate_flow``'s
+    ``workers``) must not share one.
+    """
+    cache = getattr(_LOCAL, "dis", None)
+    if cache is None:
+        cache = _LOCAL.dis = {}
+    if key not in cache:
+        if len(cache) >= 32:
+            cache.clear()
+        cache[key] = _new_dis(*key)
+    return cache[key]
+
+
+def _new_dis(
     preset: str,
     finest_scale: int | None,
     patch_size: int | None,
@@ -125,6 +146,55 @@ def _auto_finest_scale(shape: tuple[int, ...], target: int = 64) -> int:
     return max(0, math.ceil(math.log2(max(shape) / target)))
 
 
+def _coarsest_scale(shape: tuple[int, ...], patch_size: int) -> int:
+    """OpenCV DIS's coarsest pyramid level for frames of ``shape`` (H, W).
+
+    The formula of ``DISOpticalFlowImpl::calc`` (opencv/modules/video/src/
+    dis_flow.cpp): search motion up to a quarter of the frame, and no level smaller
+    than a patch. When the finest scale asked for is coarser than this, OpenCV calls
+    ``autoSelectPatchSizeAndScales``, which *overwrites* the object's patch size and
+    finest scale (then a full-resolution, much slower flow on every later call of the
+    cached object); :func:`dis_variational` clamps to this level so that never happens.
+    """
+    big, small = max(shape), min(shape)
+    return min(
+        int(math.log(big / (4.0 * patch_size)) / math.log(2.0) + 0.5),
+        int(math.log(small / patch_size) / math.log(2.0)),
+    )
+
+
+#: OpenCV's (finest scale, patch size) of each DIS preset.
+_PRESET_SCALE_PATCH = {"ultrafast": (2, 8), "fast": (2, 8), "medium": (1, 8)}
+
+
+def _clamped_finest_scale(
+    shape: tuple[int, ...],
+    preset: str,
+    finest_scale: int | None,
+    patch_size: int | None,
+) -> int:
+    """The finest scale to set: as asked (or the preset's), at most the coarsest."""
+    fs, ps = _PRESET_SCALE_PATCH.get(preset, (1, 8))
+    fs = fs if finest_scale is None else int(finest_scale)
+    ps = ps if patch_size is None else int(patch_size)
+    return max(0, min(fs, _coarsest_scale(shape, ps)))
+
+
+def _downsample(frame: np.ndarray, factor: int) -> np.ndarray:
+    """uint8 (H, W) -> (ceil(H / factor), ceil(W / factor)) by area averaging."""
+    h, w = frame.shape
+    size = (-(-w // factor), -(-h // factor))  # cv2 sizes are (width, height)
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+
+def _upsample_flow(flow: np.ndarray, shape: tuple[int, int], factor: int) -> np.ndarray:
+    """Flow (h, w, 2) of frames downsampled by ``factor`` -> (H, W, 2) in full pixels."""
+    h, w = shape
+    up = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
+    up *= float(factor)
+    return up
+
+
 @register_method("dis")
 def dis_variational(
     prev: np.ndarray,
@@ -139,6 +209,7 @@ def dis_variational(
     alpha: float | None = 20.0,
     delta: float | None = 5.0,
     gamma: float | None = 10.0,
+    coarser: int = 0,
 ) -> np.ndarray:
     """DIS + variational refinement at every scale (the ROVER-like method).
 
@@ -164,18 +235,39 @@ def dis_variational(
     alpha, delta, gamma : float
         Weights of the smoothness, brightness-constancy and gradient-constancy terms of
         the variational energy.
+    coarser : int
+        Estimate the flow ``coarser`` pyramid levels coarser than asked (a cheap
+        warm start, see :func:`estimate_flow`'s ``warm_params``): the frames are
+        downsampled by ``2**coarser`` (area averaging), DIS runs on them with the
+        ``finest_scale`` resolved for the full-size frames (patches are then
+        ``2**coarser`` times larger in full-size pixels), and the flow is upsampled
+        bilinearly and scaled back to full-size pixels. About ``4**coarser`` times
+        cheaper.
 
     Returns
     -------
     numpy.ndarray of float32, shape (H, W, 2)
         Flow ``(u, v)`` in pixels per step.
+
+    Notes
+    -----
+    The finest scale is clamped to OpenCV's coarsest pyramid level for the frame
+    and patch size (:func:`_coarsest_scale`): beyond it OpenCV would silently reset
+    the cached DIS object's patch size and finest scale for all later calls.
     """
+    coarser = int(coarser)
+    if coarser < 0:
+        raise ValueError(f"coarser must be >= 0, got {coarser}")
     if finest_scale == "auto":
         finest_scale = _auto_finest_scale(prev.shape)
+    shape = prev.shape
+    if coarser:
+        prev, nxt = _downsample(prev, 2**coarser), _downsample(nxt, 2**coarser)
     if patch_size is not None and patch_size > min(prev.shape) // 2:
         # DIS cannot match patches larger than half the (small) frame: shrink them
         patch_size = max(4, min(prev.shape) // 2)
         patch_stride = None if patch_stride is None else min(patch_stride, patch_size)
+    finest_scale = _clamped_finest_scale(prev.shape, preset, finest_scale, patch_size)
     dis = _dis(
         preset,
         finest_scale,
@@ -187,7 +279,8 @@ def dis_variational(
         delta,
         gamma,
     )
-    return dis.calc(prev, nxt, None)
+    flow = dis.calc(prev, nxt, None)
+    return _upsample_flow(flow, shape, 2**coarser) if coarser else flow
 
 
 @register_method("dis_fast")
@@ -205,11 +298,11 @@ def dis_fast(
     """DIS with OpenCV's ultrafast preset and no variational refinement (fast).
 
     Same inputs and output as :func:`dis_variational`; parameters left ``None`` keep
-    the preset's values.
+    the preset's values (the finest scale clamped as there).
     """
     dis = _dis(
         preset,
-        finest_scale,
+        _clamped_finest_scale(prev.shape, preset, finest_scale, patch_size),
         patch_size,
         patch_stride,
         grad_descent_iterations,
@@ -274,10 +367,71 @@ def _to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.cpu().numpy())
 
 
+#: Default :func:`estimate_flow` ``warm_params`` per method (see
+#: :func:`default_warm_params`).
+WARM_PARAMS: dict[str, dict[str, object]] = {
+    "dis": {
+        "patch_stride": 8,
+        "grad_descent_iterations": 12,
+        "variational_refinement_iterations": 2,
+    }
+}
+
+
+def default_warm_params(method: str) -> dict[str, object]:
+    """Parameter overrides of ``method`` for the earlier pairs of a chained flow.
+
+    ``"dis"``: sparser patches (stride 8 px), 12 gradient-descent iterations and 2
+    variational iterations, 5-7x cheaper than the defaults, so ROVER2 / ROVER3 cost
+    at most 1.5x ROVER1 while their CSI on the synthetic validation split moves by
+    less than 0.005 (benchmarks/README.md; a coarser pyramid level, ``coarser=1``,
+    is as cheap but costs ROVER3 0.02 CSI there). Other methods: ``{}`` (every pair
+    at full cost).
+    """
+    return dict(WARM_PARAMS.get(method, {}))
+
+
+def _prewarp(frame: np.ndarray, flow: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """``frame`` (H, W) advected forward by ``flow`` (H, W, 2): sampled at p - flow."""
+    return cv2.remap(
+        frame,
+        grid[0] - flow[..., 0],
+        grid[1] - flow[..., 1],
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+
+
+def _sequence_flow(
+    seq: np.ndarray,
+    fn: FlowMethod,
+    temporal: str,
+    params: Mapping[str, object],
+    warm: Mapping[str, object],
+) -> np.ndarray:
+    """Flow (H, W, 2) of one uint8 sequence (T, H, W) (see :func:`estimate_flow`)."""
+    t, h, w = seq.shape
+    if temporal == "last":
+        return fn(seq[t - 2], seq[t - 1], **params)
+    grid = np.mgrid[0:h, 0:w][::-1].astype(np.float32)  # (x, y)
+    flow, total = None, None
+    for j in range(t - 1):
+        kw = params if j == t - 2 else {**params, **warm}  # the last pair: full cost
+        if flow is None:
+            flow = fn(seq[j], seq[j + 1], **kw)
+        else:  # initial guess: pre-warp, then estimate the residual
+            flow = flow + fn(_prewarp(seq[j], flow, grid), seq[j + 1], **kw)
+        total = flow.copy() if total is None else total + flow
+    return total / (t - 1) if temporal == "mean" else flow
+
+
 def estimate_flow(
     frames: torch.Tensor | np.ndarray,
     method: str = "dis",
     temporal: str = "last",
+    warm_params: Mapping[str, object] | None = None,
+    workers: int | None = None,
     **params: object,
 ) -> torch.Tensor:
     """Dense motion of the latest radar frames, in pixels per time step.
@@ -301,6 +455,14 @@ def estimate_flow(
           flow is ``F0 + R`` (valid for smooth ``F0``), so any method accepts it;
         * ``"mean"``: as ``"chain"``, then the mean of all pairs' flows, a temporally
           smoothed motion (ROVER3).
+    warm_params : mapping, optional
+        Overrides of ``params`` for every pair but the last in ``"chain"`` and
+        ``"mean"``: those pairs only warm-start (or smooth) the last one, so they can
+        be estimated more cheaply. None: :func:`default_warm_params` of ``method``;
+        ``{}``: every pair with ``params``.
+    workers : int, optional
+        Threads over the batch (OpenCV releases the GIL). None: up to
+        ``cv2.getNumThreads()``; 1: serial. Results do not depend on it.
     **params
         Keyword parameters of the method (see its docstring, e.g.
         :func:`dis_variational`).
@@ -315,32 +477,19 @@ def estimate_flow(
     fn = get_method(method)
     if temporal not in TEMPORAL_MODES:
         raise ValueError(f"temporal must be one of {TEMPORAL_MODES}, got {temporal!r}")
+    warm = default_warm_params(method) if warm_params is None else dict(warm_params)
     device = frames.device if isinstance(frames, torch.Tensor) else torch.device("cpu")
     u8 = _to_uint8(frames)
-    b, t, h, w = u8.shape
-    pairs = (
-        [(t - 2, t - 1)] if temporal == "last" else [(i, i + 1) for i in range(t - 1)]
-    )
-    out = np.empty((b, h, w, 2), dtype=np.float32)
-    grid = None
-    for i in range(b):
-        flow, total = None, None
-        for j0, j1 in pairs:
-            prev = u8[i, j0]
-            if flow is not None:  # initial guess: pre-warp, then estimate the residual
-                if grid is None:
-                    grid = np.mgrid[0:h, 0:w][::-1].astype(np.float32)  # (x, y)
-                prev = cv2.remap(
-                    prev,
-                    grid[0] - flow[..., 0],
-                    grid[1] - flow[..., 1],
-                    cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_CONSTANT,
-                    borderValue=0,
-                )
-                flow = flow + fn(prev, u8[i, j1], **params)
-            else:
-                flow = fn(prev, u8[i, j1], **params)
-            total = flow.copy() if total is None else total + flow
-        out[i] = total / len(pairs) if temporal == "mean" else flow
+    b = u8.shape[0]
+    n = max(1, min(b, cv2.getNumThreads() if workers is None else int(workers)))
+
+    def one(i: int) -> np.ndarray:
+        return _sequence_flow(u8[i], fn, temporal, params, warm)
+
+    if n == 1:
+        flows = [one(i) for i in range(b)]
+    else:
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            flows = list(pool.map(one, range(b)))
+    out = np.stack(flows).astype(np.float32, copy=False)
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().to(device)

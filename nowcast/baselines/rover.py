@@ -51,7 +51,12 @@ class Rover:
     interpolation : {"bilinear", "nearest", "bicubic"}
         Interpolation of the advected frame.
     **flow_params
-        Parameters of the flow method (e.g. ``alpha``, ``patch_size`` for ``"dis"``).
+        Parameters of the flow method (e.g. ``alpha``, ``patch_size`` for ``"dis"``),
+        and :func:`~nowcast.baselines.optical_flow.estimate_flow`'s ``warm_params``
+        (variants 2 and 3: cheaper settings for the earlier pairs, by default
+        :func:`~nowcast.baselines.optical_flow.default_warm_params`; ``{}`` runs
+        every pair at full cost) and
+        ``workers`` (threads over the batch).
     """
 
     def __init__(
