@@ -173,15 +173,21 @@ def check_fit_split(
     n_leak = int((fitted & held_out).sum())
     if n_leak:
         c = [int(x) for x in counts]
+        refit = (
+            "Refit on the split you evaluate with: `python scripts/preprocess.py ... "
+            f"fit_block_len={block_len} fit_counts=[{c[0]},{c[1]},{c[2]}] "
+            f"split_seed={seed}`, or, for an evaluation-only archive, `python "
+            "scripts/preprocess.py ... fit_on=all`"
+            if c[0] > 0
+            else "The requested split has no training blocks to fit on: for this "
+            "evaluation-only archive refit with `python scripts/preprocess.py ... "
+            "fit_on=all`"
+        )
         raise ValueError(
             f"{path}: its noise mask was fitted on the training blocks of "
             f"block_len={fit['block_len']}, counts={fit['counts']}, seed={fit['seed']}, "
             f"but the requested split (block_len={block_len}, counts={c}, seed={seed}) "
-            f"puts {n_leak} of those fitting frames into validation or test. Refit "
-            "on the split you evaluate with: `python scripts/preprocess.py ... "
-            f"fit_block_len={block_len} fit_counts=[{c[0]},{c[1]},{c[2]}] "
-            f"split_seed={seed}`, or, for an evaluation-only archive, `python "
-            "scripts/preprocess.py ... fit_on=all`"
+            f"puts {n_leak} of those fitting frames into validation or test. {refit}"
         )
     return []
 

@@ -246,8 +246,10 @@ def test_split_that_tests_on_fitting_frames_is_refused(tmp_path):
     assert "block_len=40, counts=[4, 1, 1], seed=0" in msg  # the fitting split
     assert "block_len=20, counts=[0, 0, 1], seed=0" in msg  # the requested one
     assert "40 of those fitting frames" in msg
-    assert "fit_block_len=20 fit_counts=[0,0,1] split_seed=0" in msg
-    assert "fit_on=all" in msg
+    assert "no training blocks" in msg and "fit_on=all" in msg  # the only fix here
+    # a split with training blocks is told how to refit on it
+    with pytest.raises(ValueError, match=r"fit_block_len=20 fit_counts=\[1,0,1\]"):
+        radar_datasets(train_fit, 5, 15, block_len=20, counts=(1, 0, 1))
     # refit on all frames: an evaluation-only archive, said in the notes
     all_fit = preprocess_archive(raw, tmp_path / "b.nc", fit_on="all", **kw)
     test = radar_datasets(all_fit, 5, 15, block_len=20, counts=(0, 0, 1))["test"]
