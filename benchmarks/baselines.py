@@ -18,7 +18,7 @@ Rows:
 * ``semi_lagrangian``: :func:`nowcast.baselines.semi_lagrangian`, 15 leads, non-uniform
   (true) flow; frames/s = 15 / time;
 * ``persistence``: :class:`nowcast.baselines.Persistence`, 15 leads (the floor);
-* ``ROVER<v> (dis)``: a full :class:`nowcast.baselines.Rover` forecast from 5 inputs, 15
+* ``ROVER<v> (dis)``: a full :class:`nowcast.baselines.Rover` forecast (v = 1, 2, 3) from 5 inputs, 15
   leads, against ``reference LK + SL``: the common toolchain written here the way
   pysteps does it (not installed): Shi-Tomasi corners (``cv2.goodFeaturesToTrack``)
   tracked by pyramidal Lucas-Kanade (``cv2.calcOpticalFlowPyrLK``) on every input pair,
@@ -27,8 +27,9 @@ Rows:
   nearest vectors (weights ``(d + 0.5) ** -0.5``), then backward semi-Lagrangian extrapolation step by step with
   ``scipy.ndimage.map_coordinates`` (displacement accumulated with the velocity
   interpolated at the midpoint, every lead sampled from the last frame). ROVER's
-  speed-up is the median of per-round time ratios, measured alternately; MAE is the
-  forecast's mean absolute error against the true frames over the 15 leads.
+  speed-up is the median of per-round time ratios, measured alternately, as is
+  ``time_vs_rover1`` (a variant's time per forecast over ROVER1's in the same round);
+  MAE is the forecast's mean absolute error against the true frames over the 15 leads.
 
 Times: ``time_ms`` is the fastest wall time, ``cpu_ms`` the fastest process CPU time
 (robust on a busy shared machine as long as everything runs on one thread, the default
@@ -300,13 +301,16 @@ def bench_size(size: int, repeats: int) -> list[dict]:
         }
     )
 
-    # full forecasts, alternately: reference vs ROVER1 / ROVER3
+    # full forecasts, alternately: reference vs ROVER1 / ROVER2 / ROVER3
+    rovers = {v: Rover(v) for v in (1, 2, 3)}
     contenders = {
         "reference LK + SL (pysteps-like)": lambda: reference_forecast(
             inputs_np, N_OUT
         ),
-        "ROVER1 (dis)": lambda: Rover(1).predict(inputs, N_OUT),
-        "ROVER3 (dis)": lambda: Rover(3).predict(inputs, N_OUT),
+        **{
+            f"ROVER{v} (dis)": lambda v=v: rovers[v].predict(inputs, N_OUT)
+            for v in (1, 2, 3)
+        },
     }
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in contenders}
     for fn in contenders.values():
@@ -318,15 +322,15 @@ def bench_size(size: int, repeats: int) -> list[dict]:
     ref_fc, ref_flow = reference_forecast(inputs_np, N_OUT)
     results = {
         ref_key: (ref_fc, ref_flow),
-        "ROVER1 (dis)": (
-            Rover(1).predict(inputs, N_OUT)[0, :, 0].numpy(),
-            Rover(1).flow(inputs)[0].numpy(),
-        ),
-        "ROVER3 (dis)": (
-            Rover(3).predict(inputs, N_OUT)[0, :, 0].numpy(),
-            Rover(3).flow(inputs)[0].numpy(),
-        ),
+        **{
+            f"ROVER{v} (dis)": (
+                r.predict(inputs, N_OUT)[0, :, 0].numpy(),
+                r.flow(inputs)[0].numpy(),
+            )
+            for v, r in rovers.items()
+        },
     }
+    rover1 = times["ROVER1 (dis)"]
     for k, ts in times.items():
         fc, flow = results[k]
         wall, cpu = (min(x) for x in zip(*ts, strict=True))
@@ -340,6 +344,10 @@ def bench_size(size: int, repeats: int) -> list[dict]:
                 "frames_per_s": N_OUT / wall,
                 "speedup_vs_ref": statistics.median(a[0] / b[0] for a, b in pairs),
                 "cpu_speedup_vs_ref": statistics.median(a[1] / b[1] for a, b in pairs),
+                # time per forecast / ROVER1's, median of the per-round ratios
+                "time_vs_rover1": statistics.median(
+                    b[0] / a[0] for a, b in zip(rover1, ts, strict=True)
+                ),
                 "epe_wet": epe(flow, truth, wet),
                 "epe_all": epe(flow, truth),
                 "mae": float(np.abs(fc - target).mean()),

@@ -97,8 +97,14 @@ def test_baselines_tiny(tmp_path):
     assert "persistence (15 leads)" in what
     ref = what["forecast reference LK + SL (pysteps-like)"]
     assert ref["speedup_vs_ref"] == 1.0
-    for k in ("forecast ROVER1 (dis)", "forecast ROVER3 (dis)"):
+    for k in (
+        "forecast ROVER1 (dis)",
+        "forecast ROVER2 (dis)",
+        "forecast ROVER3 (dis)",
+    ):
         assert {"time_ms", "cpu_ms", "epe_wet", "mae", "speedup_vs_ref"} <= set(what[k])
+        assert what[k]["time_vs_rover1"] > 0
+    assert what["forecast ROVER1 (dis)"]["time_vs_rover1"] == 1.0
     # the synthetic truth and both flows share one convention: errors well under the
     # true speed (about 1.2 px/step at 48x48), whereas a sign error would give ~2x it
     assert what["flow dis (1 pair)"]["epe_wet"] < 0.3

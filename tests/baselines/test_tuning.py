@@ -153,4 +153,3 @@ def test_tune_rover_writes_next_to_the_data_and_into_its_run(tmp_path):
         *(str((out["run_dir"] / n).relative_to(tmp_path)) for n in run_files),
     ]
     assert {p: p.stat().st_mtime_ns for p in tracked} == before
-    assert not (ROOT / "configs" / "baseline" / "rover_tuned.yaml").exists()
