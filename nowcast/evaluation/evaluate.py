@@ -145,7 +145,8 @@ def accumulate_forecasts(
         and ``mask_counts``: ``pixel_frames`` (scored-lead pixels x frames seen),
         ``clutter`` (pixel-frames removed by the static mask), ``no_coverage``
         (pixel-frames without an observation) and ``no_coverage_only`` (of those, the
-        ones the static mask kept).
+        ones the static mask kept) and ``with_coverage`` (pixel-frames of batches that
+        carried a coverage mask).
     """
     n_steps = check_n_steps(n_steps)
     if not forecasters:
@@ -175,7 +176,8 @@ def accumulate_forecasts(
                 f"{groups.size}"
             )
     counts = dict.fromkeys(
-        ("pixel_frames", "clutter", "no_coverage", "no_coverage_only"), 0
+        ("pixel_frames", "clutter", "no_coverage", "no_coverage_only", "with_coverage"),
+        0,
     )
     seconds = dict.fromkeys(forecasters, 0.0)
     loader = DataLoader(
@@ -249,6 +251,7 @@ def _combine_masks(
     if target_valid is None:
         return static
     cover = torch.broadcast_to(target_valid, shape)
+    counts["with_coverage"] += frames_px
     missing = frames_px - int(cover.sum().item())
     counts["no_coverage"] += missing
     if static is None:
@@ -455,7 +458,7 @@ def _cell(res: Mapping[str, Any], key: str, digits: int = 3) -> str:
     val = _fmt(res.get(key, float("nan")), digits)
     cis = res.get("ci") or {}
     ci = cis.get(key, cis.get(threshold_key(key, _primary(res))))
-    if ci is None:
+    if ci is None or val == "nan":
         return val
     return f"{val} [{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
 
@@ -531,12 +534,18 @@ def _support_lines(first: Mapping[str, Any]) -> list[str]:
     mc = first.get("mask_counts")
     if mc and mc.get("pixel_frames"):
         total = mc["pixel_frames"]
-        lines.append(
+        text = (
             f"Masks: of {total} pixel-frames, the clutter mask removed "
             f"{mc['clutter']} ({100 * mc['clutter'] / total:.1f}%); "
-            f"{mc['no_coverage']} had no observation (coverage), "
-            f"{mc['no_coverage_only']} of them not already clutter."
         )
+        if mc.get("with_coverage", 1):
+            text += (
+                f"{mc['no_coverage']} had no observation (coverage), "
+                f"{mc['no_coverage_only']} of them not already clutter."
+            )
+        else:
+            text += "the data hold no per-frame coverage (none removed for it)."
+        lines.append(text)
     if first.get("conversion"):
         lines.append(f"Conversion: {first['conversion']}.")
     return lines

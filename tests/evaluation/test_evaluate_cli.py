@@ -102,6 +102,9 @@ def test_baselines_alone_write_the_report(archive, tmp_path):
     assert set(out["results"]) == {"Persistence", "ROVER1"}
     table = (tmp_path / "metrics.md").read_text()
     assert "| Persistence |" in table and "| ROVER1 |" in table
+    # the report says which ROVER parameters and which conversion it used
+    assert "ROVER flow parameters: built-in defaults" in table
+    assert "Conversion: grey P -> dBZ" in table and "Support:" in table
     scores = json.loads((tmp_path / "metrics.json").read_text())
     # 4 lead times, as configured (data.output_len=4)
     assert len(scores["Persistence"]["csi_by_lead"]) == 4
@@ -181,11 +184,12 @@ def test_evaluation_settings_take_the_runs_baselines():
     from nowcast.evaluation.run import DEFAULT_EVALUATION, evaluation_settings
 
     assert evaluation_settings(None) == DEFAULT_EVALUATION
-    # the training config composes configs/evaluation/default.yaml: tuned ROVER params
+    # the training config composes configs/evaluation/default.yaml: the ROVER configs'
+    # built-in flow parameters (a data set's tuned ones replace them at evaluation)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train")
-    tuned = OmegaConf.load(ROOT / "configs" / "baseline" / "rover_tuned.yaml")
+    defaults = OmegaConf.load(ROOT / "configs" / "baseline" / "rover_defaults.yaml")
     ev = evaluation_settings(cfg)
-    assert ev["baselines"]["ROVER1"]["patch_size"] == tuned.patch_size
+    assert ev["baselines"]["ROVER1"]["patch_size"] == defaults.patch_size
     assert ev["baselines"]["ROVER3"]["variant"] == 3
     assert evaluation_settings({"evaluation": {"batch_size": 2}})["batch_size"] == 2

@@ -221,6 +221,7 @@ def test_evaluation_combines_coverage_with_the_clutter_mask():
         "clutter": 12,
         "no_coverage": 24,
         "no_coverage_only": 24,
+        "with_coverage": 4 * 3 * 36,
     }
     assert out[0]["n_pixels"] == 4 * 35  # lead 1: only the clutter pixel is masked
     assert math.isfinite(out[0]["fss@0.5/3"])
