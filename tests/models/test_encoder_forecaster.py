@@ -163,3 +163,56 @@ def test_overfits_one_batch():
     elapsed = time.perf_counter() - start
     assert losses[-1] * 10 <= losses[0], (losses[0], min(losses))
     assert elapsed < 60
+
+
+def _zero_like_state(state, layers=(), part=None):
+    """Copy of an encoder state with the chosen layers (or one part of every layer's
+    (h, c)) set to zero."""
+    out = []
+    for i, (h, c) in enumerate(state):
+        if i in layers:
+            h, c = torch.zeros_like(h), torch.zeros_like(c)
+        if part == "c":
+            c = torch.zeros_like(c)
+        if part == "h":
+            h = torch.zeros_like(h)
+        out.append((h, c))
+    return out
+
+
+def test_state_handover_copies_h_and_c_of_every_layer():
+    # The paper's forecaster starts from H *and* C of *every* encoder layer. Handing
+    # over only h, only c or only the last layer's state gives a different forecast,
+    # so each of those shortcuts makes this test fail.
+    from nowcast.data.preprocess import patchify, unpatchify
+
+    model = _small()
+    x = torch.rand(2, 4, 1, 8, 8)
+    with torch.no_grad():
+        state = model.encode(patchify(x, 2))
+        full = unpatchify(model.forecast(state, 3), 2)
+        torch.testing.assert_close(model(x, 3), full)
+        for shortcut in (
+            _zero_like_state(state, part="c"),
+            _zero_like_state(state, part="h"),
+            _zero_like_state(state, layers=(0,)),
+        ):
+            other = unpatchify(model.forecast(shortcut, 3), 2)
+            assert (other - full).abs().max() > 1e-3
+
+
+def test_residual_head_starts_as_persistence_and_learns():
+    torch.manual_seed(0)
+    model = EncoderForecaster(1, 2, [6, 4], 3, 3, residual=True, residual_eps=1e-3)
+    x = torch.rand(2, 3, 1, 8, 8)
+    last = x[:, -1:].clamp(1e-3, 1 - 1e-3).expand(2, 4, 1, 8, 8)
+    torch.testing.assert_close(model.predict(x, 4), last, atol=1e-6, rtol=0)
+    # the head is the only non-zero-gradient path at first; one step makes it move
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    target = torch.rand(2, 4, 1, 8, 8)
+    torch.nn.functional.binary_cross_entropy_with_logits(model(x, 4), target).backward()
+    assert model.output.weight.grad.abs().sum() > 0
+    opt.step()
+    assert (model.predict(x, 4) - last).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="residual_eps"):
+        EncoderForecaster(1, 2, 4, residual=True, residual_eps=0.7)
