@@ -1,9 +1,13 @@
-"""The paper's evaluation: Z-R conversion, per-lead scores, reports.
+"""The evaluation: per-lead scores in the data's physical units, intervals, reports.
 
-See :mod:`nowcast.evaluation.metrics` (definitions and aggregation) and
-:mod:`nowcast.evaluation.evaluate` (running forecasters over a split).
+See :mod:`nowcast.evaluation.metrics` (definitions and aggregation),
+:mod:`nowcast.evaluation.bootstrap` (block-bootstrap intervals),
+:mod:`nowcast.evaluation.evaluate` (running forecasters over a split) and
+:func:`nowcast.evaluation.run.score_dataset` (scoring a data set as the test
+evaluation does).
 """
 
+from nowcast.evaluation.bootstrap import bootstrap_intervals
 from nowcast.evaluation.evaluate import (
     HKO7_CSI_TABLE,
     PAPER_TABLE,
@@ -13,6 +17,7 @@ from nowcast.evaluation.evaluate import (
 )
 from nowcast.evaluation.metrics import (
     MetricAccumulator,
+    box_mean,
     dbz_to_grey,
     dbz_to_rainrate,
     grey_to_dbz,
@@ -22,6 +27,8 @@ from nowcast.evaluation.metrics import (
 
 __all__ = [
     "MetricAccumulator",
+    "box_mean",
+    "bootstrap_intervals",
     "grey_to_dbz",
     "dbz_to_grey",
     "dbz_to_rainrate",

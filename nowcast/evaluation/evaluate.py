@@ -626,7 +626,12 @@ def markdown_table(
             "",
             *_table(results, cols, _diff_cell),
         ]
-    support = _support_lines(first)
+    support = [
+        line
+        for line in _support_lines(first)
+        if not (line.startswith("Conversion:") and any(
+            str(first.get("conversion")) in n for n in report_notes))
+    ]  # fmt: skip
     if support:
         lines += ["", *support]
     per_name = {name: list(res.get("notes", [])) for name, res in results.items()}
