@@ -104,7 +104,7 @@ def test_baselines_alone_write_the_report(archive, tmp_path):
     assert "| Persistence |" in table and "| ROVER1 |" in table
     # the report says which ROVER parameters and which conversion it used
     assert "ROVER flow parameters: built-in defaults" in table
-    assert "Conversion: grey P -> dBZ" in table and "Support:" in table
+    assert "grey P -> dBZ = 70 P - 10" in table and "Support:" in table
     scores = json.loads((tmp_path / "metrics.json").read_text())
     # 4 lead times, as configured (data.output_len=4)
     assert len(scores["Persistence"]["csi_by_lead"]) == 4
