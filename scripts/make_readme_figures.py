@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     if len(test) == 0:
         raise ValueError("the test split is empty; nothing to draw")
     window = rainiest_windows(test, 1)[0] if args.window is None else args.window
-    inputs, targets = test[window]
+    inputs, targets = test[window][:2]
     with torch.no_grad():
         strips = {
             key: forecasters[key].predict(inputs[None], n_steps)[0, :, 0]

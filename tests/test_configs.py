@@ -83,7 +83,7 @@ def test_experiment_builds_data_model_loss_and_optimizer(experiment, cheap_data)
     cfg = _compose(experiment, cheap_data.get(target, []))
     datasets = build_datasets(cfg.data)
     assert {"train", "val", "test"} <= set(datasets)
-    inputs, targets = datasets["train"][0]
+    inputs, targets = datasets["train"][0][:2]
     assert inputs.dtype == targets.dtype == torch.float32
     assert inputs.shape[0] == cfg.data.input_len
     assert targets.shape[0] == cfg.data.output_len

@@ -517,4 +517,5 @@ def model_label(cfg: Mapping[str, Any] | DictConfig) -> str:
     if target.endswith("FCLSTM"):
         return "FC-LSTM"
     cell = str(model.get("cell", "lstm")).lower()
-    return "ConvGRU" if cell == "gru" else "ConvLSTM"
+    name = "ConvGRU" if cell == "gru" else "ConvLSTM"
+    return f"Lagrangian {name}" if target.endswith("LagrangianForecaster") else name

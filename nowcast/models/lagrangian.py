@@ -97,6 +97,7 @@ class LagrangianForecaster(nn.Module):
         self.rover = Rover(**rover_kwargs)
         self.fill_value = float(fill_value)
         self.in_channels = in_channels
+        self.patch_size = patch_size
         self.cell = cell
 
     def motion(self, inputs: Tensor) -> Tensor:

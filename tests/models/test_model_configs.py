@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from nowcast.models import FCLSTM, EncoderForecaster
+from nowcast.models.lagrangian import LagrangianForecaster
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
 
@@ -28,6 +29,9 @@ FRAME = {name: 64 for name in PUBLISHED_COUNTS} | {
     "convlstm_radar": 100,
     "convgru_radar": 100,
     "convlstm_small": 64,
+    "convlstm_small_residual": 64,
+    "lagrangian_convlstm": 64,
+    "lagrangian_convgru": 64,
     "fclstm_radar_2000": 100,
 }
 ALL_CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
@@ -47,7 +51,7 @@ def test_convrnn_config_counts_and_shapes(name):
     # short sequence.
     torch.manual_seed(0)
     model = instantiate(OmegaConf.load(CONFIG_DIR / f"{name}.yaml"))
-    assert isinstance(model, EncoderForecaster)
+    assert isinstance(model, EncoderForecaster | LagrangianForecaster)
     if name in PUBLISHED_COUNTS:
         assert _n_params(model) == PUBLISHED_COUNTS[name]
     size = FRAME[name]
