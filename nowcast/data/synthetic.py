@@ -57,7 +57,7 @@ __all__ = [
     "synthetic_datasets",
 ]
 
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 2
 STEP = np.timedelta64(6, "m")
 DRY_DBZ = -10.0  # "no echo": pixel 0 of HKO-7 (dBZ = p / 255 * 70 - 10)
 
@@ -479,7 +479,12 @@ def prepare_synthetic(
     train = block_split(times, seed=seed)["train"]
     fit_index = np.concatenate([np.arange(a, b) for a, b in train]) if train else None
     pre = Preprocessor(**pre_params, progress=progress)
-    pre.fit(raw if fit_index is None else raw.isel(time=fit_index))
+    split = (
+        {"fit_on": "all"}
+        if fit_index is None
+        else {"fit_on": "train", "block_len": 40, "counts": [4, 1, 1], "seed": seed}
+    )
+    pre.fit(raw if fit_index is None else raw.isel(time=fit_index), split=split)
     processed = pre.transform(raw)
     t2 = _time.perf_counter()
     write_radar(processed, out_path, allow_nan=False)
