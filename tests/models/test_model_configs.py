@@ -30,6 +30,7 @@ FRAME = {name: 64 for name in PUBLISHED_COUNTS} | {
     "convgru_radar": 100,
     "convlstm_small": 64,
     "convlstm_small_residual": 64,
+    "convgru_small": 64,
     "lagrangian_convlstm": 64,
     "lagrangian_convgru": 64,
     "fclstm_radar_2000": 100,
