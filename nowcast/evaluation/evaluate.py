@@ -799,7 +799,7 @@ def _write_plots(
         if not keys:
             continue
         fig = plot_metrics_by_lead_time(
-            scores, lead_minutes, metrics=keys, bands=_bands(results, keys)
+            scores, lead_minutes, metrics=keys, bands=lead_bands(results, keys)
         )
         path = out / f"{group}_by_lead.png"
         fig.savefig(path, dpi=100)
@@ -807,7 +807,7 @@ def _write_plots(
     return paths
 
 
-def _bands(
+def lead_bands(
     results: Mapping[str, Mapping[str, Any]], keys: Sequence[str]
 ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Per-lead bootstrap bands ``{forecaster: {metric: (lo, hi)}}`` for the plots."""

