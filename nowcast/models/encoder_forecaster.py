@@ -61,6 +61,16 @@ class EncoderForecaster(nn.Module):
     residual_eps : float
         Clamp of the last frame before its logit (``residual=True`` only); a dry pixel
         (grey 0) starts at ``logit(eps)``.
+    copy_gate : bool
+        *Not in the paper* (an option, off by default and in every paper config): a
+        second 1x1 head over the forecaster's hidden states gives, per lead and patch
+        pixel, a gate ``g`` in (0, 1), and the forecast is
+        ``g * x_last + (1 - g) * sigmoid(head)``: the network chooses where and for how
+        long copying the last input frame beats its own forecast (lead 1 of a slowly
+        moving field) and where its learned extrapolation takes over. The forecaster
+        still receives no frames and learns the motion itself.
+    copy_gate_bias : float
+        Initial bias of the gate (``copy_gate=True`` only); 0 starts at an even mix.
 
     Notes
     -----
@@ -82,8 +92,12 @@ class EncoderForecaster(nn.Module):
         forget_bias: float = 1.0,
         residual: bool = False,
         residual_eps: float = 1e-3,
+        copy_gate: bool = False,
+        copy_gate_bias: float = 0.0,
     ) -> None:
         super().__init__()
+        if residual and copy_gate:
+            raise ValueError("choose one of residual=True and copy_gate=True, not both")
         if not 0.0 < residual_eps < 0.5:
             raise ValueError(f"residual_eps must be in (0, 0.5), got {residual_eps!r}")
         if not isinstance(in_channels, int) or in_channels < 1:
@@ -122,6 +136,11 @@ class EncoderForecaster(nn.Module):
         if self.residual:  # untrained = persistence
             nn.init.zeros_(self.output.weight)
             nn.init.zeros_(self.output.bias)
+        self.copy_gate = None
+        if copy_gate:
+            self.copy_gate = nn.Conv2d(sum(self.hidden_channels), patch_channels, 1)
+            nn.init.zeros_(self.copy_gate.weight)
+            nn.init.constant_(self.copy_gate.bias, float(copy_gate_bias))
 
     def encode(self, patches: Tensor, state: RNNState | None = None) -> RNNState:
         """Run the encoder over patch frames ``(B, T, C p^2, H/p, W/p)``; return the
@@ -129,13 +148,30 @@ class EncoderForecaster(nn.Module):
         _, state = self.encoder(patches, state)
         return state
 
-    def forecast(self, state: RNNState, n_steps: int) -> Tensor:
+    def forecast(
+        self, state: RNNState, n_steps: int, last: Tensor | None = None
+    ) -> Tensor:
         """Unroll the forecaster from ``state`` for ``n_steps``; return patch-space
-        logits ``(B, n_steps, C p^2, H/p, W/p)``."""
+        logits ``(B, n_steps, C p^2, H/p, W/p)``.
+
+        ``last`` (the last input frame in patch space, ``(B, C p^2, H/p, W/p)``) is
+        needed by the ``residual`` and ``copy_gate`` options; without it the plain
+        head's logits are returned.
+        """
         outputs, _ = self.forecaster(None, state, n_steps)
-        hidden = torch.cat(outputs, dim=2)  # (B, n, sum(hidden), h, w)
-        logits = self.output(hidden.flatten(0, 1))  # 1x1 conv, all steps at once
-        return logits.unflatten(0, hidden.shape[:2])
+        hidden = torch.cat(outputs, dim=2).flatten(0, 1)  # (B n, sum(hidden), h, w)
+        logits = self.output(hidden).unflatten(0, (-1, n_steps))  # 1x1, all steps
+        if last is None:
+            return logits
+        last = last[:, None]
+        if self.residual:
+            clamped = last.clamp(self.residual_eps, 1.0 - self.residual_eps)
+            return logits + torch.logit(clamped)
+        if self.copy_gate is not None:
+            gate = torch.sigmoid(self.copy_gate(hidden).unflatten(0, (-1, n_steps)))
+            mixed = gate * last + (1.0 - gate) * torch.sigmoid(logits)
+            return torch.logit(mixed, eps=1e-6)
+        return logits
 
     def forward(self, inputs: Tensor, n_steps: int) -> Tensor:
         """Forecast logits.
@@ -163,10 +199,7 @@ class EncoderForecaster(nn.Module):
                 f"{self.in_channels}, H, W), got {tuple(inputs.shape)}"
             )
         patches = patchify(inputs, self.patch_size)
-        logits = self.forecast(self.encode(patches), n_steps)
-        if self.residual:
-            last = patches[:, -1:].clamp(self.residual_eps, 1.0 - self.residual_eps)
-            logits = logits + torch.logit(last)
+        logits = self.forecast(self.encode(patches), n_steps, patches[:, -1])
         return unpatchify(logits, self.patch_size)
 
     @torch.no_grad()

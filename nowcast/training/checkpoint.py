@@ -32,6 +32,7 @@ __all__ = [
     "REQUIRED_KEYS",
     "save_checkpoint",
     "load_checkpoint",
+    "slim_checkpoint",
     "load_forecaster",
     "build_model",
     "unwrap_model",
@@ -153,6 +154,32 @@ def load_checkpoint(
             "nowcast's trainer"
         )
     return ckpt
+
+
+def slim_checkpoint(
+    ckpt: Mapping[str, Any], **extra: Any
+) -> dict[str, Any]:
+    """A checkpoint for inference and sharing: weights, config and provenance only.
+
+    Drops the optimiser, scaler, scheduler and RNG states (which only resuming needs;
+    a slim checkpoint cannot be resumed) and casts nothing, so the model's outputs are
+    unchanged.
+
+    Parameters
+    ----------
+    ckpt : mapping
+        A checkpoint read with :func:`load_checkpoint`.
+    **extra
+        Entries to add (e.g. ``shipped={"scores": ..., "command": ...}``).
+
+    Returns
+    -------
+    dict
+        Loadable by :func:`load_checkpoint` / :func:`load_forecaster`; its
+        ``optimizer`` entry is ``None``.
+    """
+    keep = {k: ckpt[k] for k in ("model", "config", "step", "epoch", "metrics")}
+    return {**keep, "optimizer": None, "train_state": ckpt.get("train_state"), **extra}
 
 
 def build_model(model_config: Mapping[str, Any]) -> nn.Module:
