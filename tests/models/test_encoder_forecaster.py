@@ -216,3 +216,26 @@ def test_residual_head_starts_as_persistence_and_learns():
     assert (model.predict(x, 4) - last).abs().max() > 1e-4
     with pytest.raises(ValueError, match="residual_eps"):
         EncoderForecaster(1, 2, 4, residual=True, residual_eps=0.7)
+
+
+def test_copy_gate_mixes_last_frame_and_learned_forecast():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 1, 8, 8)
+    last = x[:, -1:].expand(2, 4, 1, 8, 8)
+    plain = _small()
+    for bias, expected in ((30.0, last), (-30.0, plain.predict(x, 4))):
+        gated = _small(copy_gate=True, copy_gate_bias=bias)
+        assert gated.copy_gate is not None
+        torch.testing.assert_close(gated.predict(x, 4), expected, atol=2e-6, rtol=0)
+    # an even gate: the mean of the two, and the gate and both heads get gradients
+    gated = _small(copy_gate=True)
+    torch.testing.assert_close(
+        gated.predict(x, 4), 0.5 * (last + plain.predict(x, 4)), atol=2e-6, rtol=0
+    )
+    torch.nn.functional.binary_cross_entropy_with_logits(
+        gated(x, 4), torch.rand(2, 4, 1, 8, 8)
+    ).backward()
+    assert gated.copy_gate.bias.grad.abs().sum() > 0
+    assert gated.output.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="not both"):
+        EncoderForecaster(1, 2, 4, residual=True, copy_gate=True)
