@@ -34,7 +34,7 @@ def _data_config(cfg: DictConfig, ckpt_config: dict | None) -> DictConfig:
 
 
 def _check_compatible(model, dataset, ckpt_path: str) -> None:
-    inputs, _ = dataset[0]
+    inputs = dataset[0][0]
     c, h, w = inputs.shape[-3:]
     want_c = getattr(model, "in_channels", c)
     p = getattr(model, "patch_size", 1)
