@@ -287,8 +287,9 @@ class SumAccumulator:
     def _adopt_layout(self, other: SumAccumulator) -> None:
         """Copy layout attributes kept outside ``_state`` (none by default)."""
 
-    def merge(self, other: SumAccumulator) -> SumAccumulator:
-        """Add another accumulator's sums into this one (in place); return self."""
+    def _merge_trivially(self, other: SumAccumulator) -> bool:
+        """Check that ``other`` can be merged; merge it when that is a copy (one side
+        empty) and return True, else return False (both hold sums to add)."""
         if not isinstance(other, type(self)):
             raise TypeError(
                 f"can only merge a {type(self).__name__}, got {type(other).__name__}"
@@ -299,16 +300,22 @@ class SumAccumulator:
                 f"{self._config()} vs {other._config()}"
             )
         if other._state is None:
-            return self
+            return True
         if self._state is None:
             self._state = {k: v.clone() for k, v in other._state.items()}
             self._adopt_layout(other)
-            return self
+            return True
         if self._layout() != other._layout():
             raise ValueError(
                 "cannot merge accumulators over different lead times / frame shapes: "
                 f"{self._layout()} vs {other._layout()}"
             )
+        return False
+
+    def merge(self, other: SumAccumulator) -> SumAccumulator:
+        """Add another accumulator's sums into this one (in place); return self."""
+        if self._merge_trivially(other):
+            return self
         for k, v in self._state.items():
             v += other._state[k].to(device=v.device, dtype=v.dtype)
         return self
@@ -521,32 +528,17 @@ class MetricAccumulator(SumAccumulator):
         self._state = None
         self._group_ids, self._group_index = [], {}
 
+    def _adopt_layout(self, other: SumAccumulator) -> None:
+        self._group_ids = list(other._group_ids)
+        self._group_index = dict(other._group_index)
+
     def merge(self, other: SumAccumulator) -> MetricAccumulator:
         """Add another accumulator's sums into this one (in place); return self.
 
         Groups are matched by id (a group seen by both is summed).
         """
-        if not isinstance(other, MetricAccumulator):
-            raise TypeError(
-                f"can only merge a {type(self).__name__}, got {type(other).__name__}"
-            )
-        if other._config() != self._config():
-            raise ValueError(
-                "cannot merge accumulators with different settings: "
-                f"{self._config()} vs {other._config()}"
-            )
-        if other._state is None:
+        if self._merge_trivially(other):
             return self
-        if self._state is None:
-            self._state = {k: v.clone() for k, v in other._state.items()}
-            self._group_ids = list(other._group_ids)
-            self._group_index = dict(other._group_index)
-            return self
-        if self._layout() != other._layout():
-            raise ValueError(
-                "cannot merge accumulators over different lead times / frame shapes: "
-                f"{self._layout()} vs {other._layout()}"
-            )
         self._add_groups(other._group_ids)
         device = self._state["n"].device
         idx = torch.tensor(

@@ -180,6 +180,39 @@ def _dataset_notes(dataset: Any, scale_note: str | None) -> list[str]:
     return notes + ([scale_note] if scale_note else [])
 
 
+def _score(
+    forecasters: Mapping[str, Forecaster],
+    dataset: Any,
+    ev: Mapping[str, Any],
+    scale: Any,
+    n_steps: int,
+    max_batches: int | None,
+    progress: bool,
+) -> dict[str, dict]:
+    """The one scoring call of :func:`score_dataset` and :func:`evaluate_split`: the
+    dataset's clutter mask and block ids, the evaluation's thresholds and bootstrap."""
+    device = resolve_device(ev["device"])
+    for f in forecasters.values():
+        if isinstance(f, torch.nn.Module):
+            f.to(device).eval()
+    mask = getattr(dataset, "valid_mask", None)
+    block_ids = getattr(dataset, "block_ids", None)
+    return evaluate_forecasters(
+        dict(forecasters),
+        dataset,
+        n_steps=n_steps,
+        batch_size=int(ev["batch_size"]),
+        device=device,
+        accumulator_kwargs=_accumulator_kwargs(ev, scale),
+        mask=None if mask is None else mask.to(device),
+        progress=progress,
+        max_batches=max_batches,
+        groups=None if block_ids is None else np.asarray(block_ids),
+        bootstrap=ev.get("bootstrap"),
+        reference=ev.get("reference", "auto"),
+    )
+
+
 def score_dataset(
     forecasters: Mapping[str, Forecaster],
     dataset: Any,
@@ -222,22 +255,14 @@ def score_dataset(
     if n_steps is None:
         n_steps = int(dataset[0][1].shape[0])
     scale, scale_note = dataset_scale(dataset)
-    device = resolve_device(ev["device"])
-    mask = getattr(dataset, "valid_mask", None)
-    block_ids = getattr(dataset, "block_ids", None)
-    results = evaluate_forecasters(
-        dict(forecasters),
+    results = _score(
+        forecasters,
         dataset,
-        n_steps=n_steps,
-        batch_size=int(ev["batch_size"]),
-        device=device,
-        accumulator_kwargs=_accumulator_kwargs(ev, scale),
-        mask=None if mask is None else mask.to(device),
-        progress=progress,
-        max_batches=ev["max_batches"] if max_batches is None else max_batches,
-        groups=None if block_ids is None else np.asarray(block_ids),
-        bootstrap=ev.get("bootstrap"),
-        reference=ev.get("reference", "auto"),
+        ev,
+        scale,
+        n_steps,
+        ev["max_batches"] if max_batches is None else max_batches,
+        progress,
     )
     extra = _dataset_notes(dataset, scale_note)
     for res in results.values():
@@ -360,24 +385,8 @@ def evaluate_split(
         scale_note = f"grey levels scored as given by the caller: {scale.describe()}"
     else:
         scale, scale_note = dataset_scale(dataset, zr_a, zr_b)
-    for f in forecasters.values():
-        if isinstance(f, torch.nn.Module):
-            f.to(device).eval()
-    mask = getattr(dataset, "valid_mask", None)
-    block_ids = getattr(dataset, "block_ids", None)
-    results = evaluate_forecasters(
-        dict(forecasters),
-        dataset,
-        n_steps=n_steps,
-        batch_size=int(ev["batch_size"]),
-        device=device,
-        accumulator_kwargs=_accumulator_kwargs(ev, scale),
-        mask=None if mask is None else mask.to(device),
-        progress=progress,
-        max_batches=ev["max_batches"],
-        groups=None if block_ids is None else np.asarray(block_ids),
-        bootstrap=ev.get("bootstrap"),
-        reference=ev.get("reference", "auto"),
+    results = _score(
+        forecasters, dataset, ev, scale, n_steps, ev["max_batches"], progress
     )
     report_notes = [*_dataset_notes(dataset, scale_note), *notes]
     files = write_report(
