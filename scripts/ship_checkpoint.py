@@ -18,7 +18,11 @@ import argparse
 from datetime import datetime, timezone
 from pathlib import Path
 
-from nowcast.training.checkpoint import load_checkpoint, save_checkpoint, slim_checkpoint
+from nowcast.training.checkpoint import (
+    load_checkpoint,
+    save_checkpoint,
+    slim_checkpoint,
+)
 from nowcast.training.shipped import score_on_embedded_test
 
 
@@ -39,7 +43,9 @@ def main(argv: list[str] | None = None) -> Path:
     }
     out = save_checkpoint(slim_checkpoint(ckpt, shipped=shipped), args.out)
     for name, s in scores.items():
-        print(f"{name:>22}: CSI@0.5 {s['csi']:.4f}, Rainfall-MSE {s['rainfall_mse']:.4f}")
+        print(
+            f"{name:>22}: CSI@0.5 {s['csi']:.4f}, Rainfall-MSE {s['rainfall_mse']:.4f}"
+        )
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return out
 

@@ -49,10 +49,14 @@ def test_shipped_checkpoint_beats_rover_and_persistence(shipped_and_rescored):
     _, scores = shipped_and_rescored
     model = scores["Lagrangian ConvLSTM"]
     others = {k: v for k, v in scores.items() if k != "Lagrangian ConvLSTM"}
-    best_rover = max((k for k in others if k.startswith("ROVER")), key=lambda k: others[k]["csi"])
+    best_rover = max(
+        (k for k in others if k.startswith("ROVER")), key=lambda k: others[k]["csi"]
+    )
     assert model["csi"] > others[best_rover]["csi"]
     assert model["rainfall_mse"] < min(v["rainfall_mse"] for v in others.values())
     assert all(
         m > p
-        for m, p in zip(model["csi_by_lead"], others["Persistence"]["csi_by_lead"], strict=True)
+        for m, p in zip(
+            model["csi_by_lead"], others["Persistence"]["csi_by_lead"], strict=True
+        )
     )

@@ -645,7 +645,13 @@ def markdown_table(
     if paper:
         lines += [
             "",
-            "Published (Shi et al. 2015, HKO radar, 15 leads; not the same data):",
+            "Published (Shi et al. 2015, HKO radar, 15 leads; not the same data). The "
+            "paper converts reflectivity to rain rate with its own HKO Z-R relation, "
+            "reported as a = 118.239, b = 1.5241 (dBZ = 10 log10 a + 10 b log10 R; not "
+            "verified), not the HKO-7 benchmark's a = 58.53, b = 1.56: Rainfall-MSE "
+            "depends on the Z-R relation (and on the data), so compare its ordering, not "
+            "its values; CSI, FAR and POD at 0.5 mm/h depend on it only through the "
+            "threshold's dBZ:",
             "",
             "| model | " + " | ".join(PAPER_COLUMNS.values()) + " |",
             "|---|" + "---|" * len(PAPER_COLUMNS),

@@ -156,9 +156,7 @@ def load_checkpoint(
     return ckpt
 
 
-def slim_checkpoint(
-    ckpt: Mapping[str, Any], **extra: Any
-) -> dict[str, Any]:
+def slim_checkpoint(ckpt: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
     """A checkpoint for inference and sharing: weights, config and provenance only.
 
     Drops the optimiser, scaler, scheduler and RNG states (which only resuming needs;

@@ -151,7 +151,7 @@ def plot_lead_curves(
         if key not in rows[0]:
             continue
         axes[0].plot(steps, [r[key] for r in rows], color=colour, label=f"lead {lead}")
-        for j, (name, res) in enumerate((references or {}).items()):
+        for j, res in enumerate((references or {}).values()):
             axes[0].axhline(
                 res["csi_by_lead"][lead - 1],
                 color=colour,
