@@ -1,14 +1,18 @@
 """Draw the README's figures from a trained checkpoint.
 
-    python scripts/make_readme_figures.py                    # newest default run
+    python scripts/make_readme_figures.py                    # the shipped checkpoint
     python scripts/make_readme_figures.py --ckpt runs/default/<time>/checkpoints/best.pt
+    python scripts/make_readme_figures.py --ckpt newest      # the newest default run
 
 Writes ``docs/figures/forecast_strip.png`` (inputs | truth | the model | ROVER1 |
 persistence on the rainiest test window) and ``docs/figures/metrics_by_lead.png``
 (Rainfall-MSE, CSI, FAR, POD and correlation against lead time, Shi et al. 2015 Fig. 5
-style, on the first test batches). The test split is rebuilt from the data config
-stored in the checkpoint, so the data must be where the training found them (the same
-``NOWCAST_DATA_DIR``). Only package functions are composed here.
+style, with 95% block-bootstrap bands, on the first test batches). The test split is the
+embedded default's (``--data embedded``, generated when missing) or the one rebuilt from
+the data config stored in the checkpoint (``--data checkpoint``: the data must be where
+the training found them, the same ``NOWCAST_DATA_DIR``). Grey levels go through the
+data's own conversion (``dataset.scale``), the scores through ``score_dataset``. Only
+package functions are composed here.
 """
 
 from __future__ import annotations
@@ -22,13 +26,19 @@ import torch
 from hydra.utils import instantiate
 
 from nowcast.data.dataset import rainiest_windows
-from nowcast.evaluation.evaluate import evaluate_forecasters, scores_by_lead
-from nowcast.evaluation.metrics import grey_to_dbz
-from nowcast.evaluation.run import build_baselines, evaluation_settings, model_label
+from nowcast.data.synthetic import synthetic_datasets
+from nowcast.evaluation.evaluate import lead_bands, scores_by_lead
+from nowcast.evaluation.run import (
+    evaluation_settings,
+    model_label,
+    score_dataset,
+    tuned_baselines,
+)
 from nowcast.training.checkpoint import load_checkpoint, load_forecaster
 from nowcast.viz import plot_metrics_by_lead_time, plot_sequence
 
 REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "checkpoints" / "lagrangian_convlstm_synthetic_long.pt"
 MAX_BYTES = 200_000  # README figures stay screenshot-sized
 
 
@@ -51,7 +61,17 @@ def newest_checkpoint(root: Path = REPO / "runs" / "default") -> Path:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", type=Path, default=None, help="checkpoint (best.pt)")
+    p.add_argument(
+        "--ckpt",
+        default=str(SHIPPED),
+        help="checkpoint (best.pt), or 'newest' for the newest runs/default run",
+    )
+    p.add_argument(
+        "--data",
+        choices=("embedded", "checkpoint"),
+        default="embedded",
+        help="test split: the embedded default's, or the checkpoint's own data",
+    )
     p.add_argument("--out", type=Path, default=REPO / "docs" / "figures")
     p.add_argument("--window", type=int, default=None, help="test window of the strip")
     p.add_argument("--max-frames", type=int, default=8, help="columns of the strip")
@@ -64,19 +84,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     """Write both figures; returns their paths."""
     args = parse_args(argv)
-    ckpt_path = args.ckpt if args.ckpt is not None else newest_checkpoint()
+    ckpt_path = newest_checkpoint() if args.ckpt == "newest" else Path(args.ckpt)
     ckpt = load_checkpoint(ckpt_path)
     config = ckpt["config"]
     data_cfg = config["data"]
-    test = instantiate(data_cfg["datasets"], _convert_="all")["test"]
     n_steps = int(data_cfg["output_len"])
+    if args.data == "embedded":
+        test = synthetic_datasets(
+            REPO / "data_cache" / "synthetic",
+            input_len=int(data_cfg["input_len"]),
+            output_len=n_steps,
+        )["test"]
+    else:
+        test = instantiate(data_cfg["datasets"], _convert_="all")["test"]
     frame_minutes = float(data_cfg.get("frame_minutes", 6.0))
-    zmin = test.zmin if np.isfinite(test.zmin) else float(data_cfg.get("dbz_min", -10))
-    zmax = test.zmax if np.isfinite(test.zmax) else float(data_cfg.get("dbz_max", 60))
+    scale = test.scale  # the data's own grey-level conversion
 
     name = model_label(config)
-    evaluation = evaluation_settings(config)  # the run's baselines (tuned ROVER)
-    baselines = build_baselines(evaluation["baselines"])
+    evaluation = evaluation_settings(config)
+    baselines, _ = tuned_baselines(evaluation["baselines"], test)
     forecasters = {name: load_forecaster(ckpt), **baselines}
     args.out.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -99,8 +125,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
         targets[:n_steps, 0],
         strips,
         frame_minutes=frame_minutes,
-        units="dBZ",
-        to_physical=lambda p: grey_to_dbz(p, zmin, zmax),
+        units=scale.units,
+        to_physical=scale.to_source,
         mask=~test.valid_mask,
         max_frames=args.max_frames,
         panel_size=1.1,
@@ -110,24 +136,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     fig.savefig(paths["strip"], dpi=args.dpi)
 
     # scores against lead time on the first test batches
-    results = evaluate_forecasters(
-        forecasters,
-        test,
-        n_steps=n_steps,
-        batch_size=args.batch_size,
-        accumulator_kwargs={
-            "thresholds": evaluation["thresholds"],
-            "a": float(data_cfg.get("zr_a", 58.53)),
-            "b": float(data_cfg.get("zr_b", 1.56)),
-            "dbz_min": zmin,
-            "dbz_max": zmax,
-        },
-        mask=test.valid_mask,
-        progress=False,
-        max_batches=args.batches or None,
+    evaluation["batch_size"] = args.batch_size
+    results = score_dataset(
+        forecasters, test, evaluation, n_steps, max_batches=args.batches or None
     )
-    scores = scores_by_lead(results)
-    fig = plot_metrics_by_lead_time(scores, frame_minutes, panel_size=(3.0, 2.4))
+    keys = ["rainfall_mse", "csi", "far", "pod", "correlation"]
+    scores = scores_by_lead(results, keys)
+    fig = plot_metrics_by_lead_time(
+        scores,
+        frame_minutes,
+        metrics=keys,
+        panel_size=(3.0, 2.4),
+        bands=lead_bands(results, keys),
+    )
     n_seq = next(iter(results.values()))["n_sequences"]
     fig.suptitle(f"{n_seq} test sequences; CSI, FAR and POD at 0.5 mm/h")
     paths["metrics"] = args.out / "metrics_by_lead.png"

@@ -205,7 +205,16 @@ def test_readme_figures_script(tiny_checkpoint: Path, tmp_path: Path) -> None:
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     paths = script.main(
-        ["--ckpt", str(tiny_checkpoint), "--out", str(tmp_path), "--batches", "1"]
+        [
+            "--ckpt",
+            str(tiny_checkpoint),
+            "--data",
+            "checkpoint",
+            "--out",
+            str(tmp_path),
+            "--batches",
+            "1",
+        ]
     )
     assert set(paths) == {"strip", "metrics"}
     sizes = {}
