@@ -37,8 +37,8 @@ def cheap_data(tmp_path_factory):
         "nowcast.data.dataset.radar_datasets": [f"data.root={radar}"],
         "nowcast.data.synthetic.synthetic_datasets": [
             f"data.root={root / 'synthetic'}",
-            "+data.datasets.n_days=1",
-            "+data.datasets.size=165",
+            "++data.datasets.n_days=1",
+            "++data.datasets.size=165",
         ],
         "nowcast.data.moving_mnist.moving_mnist_datasets": [
             f"data.root={root / 'moving_mnist'}",
@@ -70,6 +70,9 @@ def test_hko_experiment_is_the_papers_radar_setup():
     assert cfg.name == "hko" and cfg.data.input_len == 5 and cfg.data.output_len == 15
     m = cfg.model
     assert (m.patch_size, list(m.hidden_channels), m.cell) == (2, [64, 64], "lstm")
+    # the paper's model: none of the CPU default's departures (copy gate, lr 5e-3)
+    assert m._target_.endswith("EncoderForecaster")
+    assert not m.get("copy_gate", False) and not m.get("residual", False)
     assert m.input_kernel_size == m.state_kernel_size == 3
     assert cfg.loss.name == "bce"
     assert (cfg.optimizer.lr, cfg.optimizer.alpha) == (1e-3, 0.9)
