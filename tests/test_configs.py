@@ -73,6 +73,7 @@ def test_hko_experiment_is_the_papers_radar_setup():
     # the paper's model: none of the CPU default's departures (copy gate, lr 5e-3)
     assert m._target_.endswith("EncoderForecaster")
     assert not m.get("copy_gate", False) and not m.get("residual", False)
+    assert cfg.get("scheduler") is None  # a constant learning rate
     assert m.input_kernel_size == m.state_kernel_size == 3
     assert cfg.loss.name == "bce"
     assert (cfg.optimizer.lr, cfg.optimizer.alpha) == (1e-3, 0.9)
