@@ -320,21 +320,29 @@ class SumAccumulator:
             v += other._state[k].to(device=v.device, dtype=v.dtype)
         return self
 
+    def _process_group(self) -> Any:
+        """``torch.distributed`` when a process group is up (None otherwise), after
+        checking this rank has state to reduce."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return None
+        if self._state is None:
+            raise RuntimeError(
+                "all_reduce needs at least one update() on every rank before it is "
+                "called"
+            )
+        return dist
+
     def all_reduce(self) -> SumAccumulator:
         """Sum the state over all processes (``torch.distributed``); no-op otherwise.
 
         Every rank must have called ``update`` at least once (the state's shape is
         only known then). Returns ``self``.
         """
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
+        dist = self._process_group()
+        if dist is None:
             return self
-        if self._state is None:
-            raise RuntimeError(
-                "all_reduce needs at least one update() on every rank before it is "
-                "called"
-            )
         for name in sorted(self._state):
             dist.all_reduce(self._state[name], op=dist.ReduceOp.SUM)
         return self
@@ -561,15 +569,9 @@ class MetricAccumulator(SumAccumulator):
         ranks before the sums are reduced. Every rank must have called ``update`` at
         least once. Returns ``self``.
         """
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
+        dist = self._process_group()
+        if dist is None:
             return self
-        if self._state is None:
-            raise RuntimeError(
-                "all_reduce needs at least one update() on every rank before it is "
-                "called"
-            )
         gathered: list[list[int] | None] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, self._group_ids)
         self._relayout(sorted({g for ids in gathered for g in (ids or [])}))
