@@ -19,8 +19,13 @@ import numpy as np
 
 __all__ = ["score_on_embedded_test", "SHIPPED_KEYS"]
 
-#: Scores recorded per forecaster (lead means, and CSI@0.5 per lead).
-SHIPPED_KEYS = ("csi", "rainfall_mse", "hss", "correlation")
+#: Scores recorded per forecaster (lead means): recorded name -> result key.
+SHIPPED_KEYS = {
+    "csi": "csi",
+    "rainfall_mse": "rainfall_mse",
+    "hss": "hss@0.5",
+    "correlation": "correlation",
+}
 
 
 def score_on_embedded_test(
@@ -61,7 +66,7 @@ def score_on_embedded_test(
     results = score_dataset(forecasters, test, evaluation)
     out: dict[str, dict[str, Any]] = {}
     for name, res in results.items():
-        row = {k: float(res[k if k != "hss" else "hss@0.5"]) for k in SHIPPED_KEYS}
+        row = {name: float(res[key]) for name, key in SHIPPED_KEYS.items()}
         row["csi_by_lead"] = np.asarray(res["csi_by_lead"], dtype=float).tolist()
         row["n_windows"] = int(len(test))
         row["rover_note"] = note
