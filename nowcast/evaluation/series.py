@@ -25,6 +25,7 @@ __all__ = [
     "SeriesScores",
     "build_field_forecasters",
     "evaluate_series",
+    "run_series_evaluation",
     "series_table",
     "write_series_report",
 ]
@@ -238,3 +239,59 @@ def write_series_report(
     md.write_text(text)
     js.write_text(json.dumps(dict(results), indent=2))
     return {"markdown": md, "json": js}
+
+
+def _key(name: str) -> str:
+    """A result-key prefix from a forecaster name: ``"ROVER1"`` -> ``"rover1"``."""
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def run_series_evaluation(
+    model: Any,
+    test_set: SeriesWindowDataset,
+    cfg: Mapping[str, Any],
+    out_dir: str | Path,
+    write: bool = True,
+) -> dict[str, float]:
+    """The series test report from a run config: scores, table, flat lead means.
+
+    Reads ``evaluation.field_forecasters`` (``{name: {ckpt_path}}`` or baseline
+    specs), ``evaluation.wet_threshold`` (mm/h, default 0.1), ``evaluation.batch_size``,
+    ``evaluation.max_batches`` and ``data.frame_minutes``; writes ``series.md`` /
+    ``series.json`` under ``out_dir`` when ``write``.
+
+    Returns
+    -------
+    dict
+        Lead means of the model (``mae``, ``rmse``, ``csi``, ``pod``, ``far``) and of
+        every other forecaster (``persistence_mae``, ``rover1_csi``, ...).
+    """
+    evaluation = dict(cfg.get("evaluation") or {})
+    data = dict(cfg.get("data") or {})
+    forecasters = build_field_forecasters(
+        evaluation.get("field_forecasters"), test_set.field
+    )
+    name = str(cfg.get("model_name") or "series model")
+    results = evaluate_series(
+        model.predict if hasattr(model, "predict") else model,
+        forecasters,
+        test_set,
+        wet_threshold=float(evaluation.get("wet_threshold", 0.1)),
+        batch_size=int(evaluation.get("batch_size", 16)),
+        max_batches=evaluation.get("max_batches"),
+        model_name=name,
+    )
+    if write:
+        notes = [
+            f"Area-mean rain rate of a {int(test_set.region.sum())}-pixel region, "
+            f"{len(test_set)} test windows; wet: area mean >= "
+            f"{float(evaluation.get('wet_threshold', 0.1)):g} mm/h."
+        ]
+        write_series_report(
+            results, out_dir, float(data.get("frame_minutes", 6.0)), notes
+        )
+    flat: dict[str, float] = {}
+    for forecaster, res in results.items():
+        prefix = "" if forecaster == name else f"{_key(forecaster)}_"
+        flat.update({f"{prefix}{k}": _mean(res[k]) for k in SCORES})
+    return flat

@@ -1,0 +1,320 @@
+"""The other ConvRNN uses as training tasks: clip classification and rain series.
+
+Both plug into the one training loop through the task seam of
+:mod:`nowcast.training.tasks` (selected by the config key ``task``):
+
+* ``task: classify`` -- :class:`ClassificationTask`: ``model(clips) -> logits``,
+  cross-entropy, validation loss and accuracy, ``best.pt`` by validation accuracy; the
+  test report (accuracy, per-class precision / recall, confusion matrix table and PNG)
+  by :mod:`nowcast.evaluation.classification`.
+* ``task: series`` -- :class:`SeriesTask`: ``model(history) -> area-mean rain``
+  (mm/h), MSE or MAE, validation loss / MAE / RMSE, ``best.pt`` by validation loss;
+  the test report compares the model with persistence and the field forecasters'
+  area means (:mod:`nowcast.evaluation.series`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from nowcast.training.distributed import all_reduce_sum
+from nowcast.training.tasks import Batch, autocast, register_task
+
+__all__ = [
+    "ClassificationTask",
+    "SeriesTask",
+    "evaluate_task_checkpoint",
+    "is_main_process",
+]
+
+log = logging.getLogger("nowcast.training")
+
+SERIES_LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss}
+
+
+def is_main_process() -> bool:
+    """True outside ``torch.distributed`` and on rank 0 (the one that writes files)."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class _SumsOverLoader:
+    """Shared loop of the tasks' ``evaluate``: per-batch sums, reduced over ranks."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+
+    def _batch_sums(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _sums(
+        self, model: nn.Module, loader: DataLoader, limit_batches: int | None, n: int
+    ) -> torch.Tensor:
+        was_training = model.training
+        model.eval()
+        totals = torch.zeros(n, dtype=torch.float64, device=self.device)
+        for i, batch in enumerate(loader):
+            if limit_batches is not None and i >= limit_batches:
+                break
+            totals += self._batch_sums(model, batch)
+        all_reduce_sum(totals)
+        model.train(was_training)
+        return totals
+
+
+class ClassificationTask(_SumsOverLoader):
+    """Clips ``(B, T, C, H, W)`` and labels ``(B,)``; cross-entropy on the logits.
+
+    Parameters
+    ----------
+    device : torch.device
+    amp_dtype : torch.dtype, optional
+        Autocast dtype of the forward passes.
+    classes : sequence of str
+        Class names (for the report), in label order.
+    label_smoothing : float
+        Of the cross-entropy (0: plain).
+    """
+
+    monitor = "accuracy"
+    higher_is_better = True
+    metric_columns = ("loss", "accuracy")
+
+    def __init__(
+        self,
+        device: torch.device,
+        amp_dtype: torch.dtype | None,
+        classes: tuple[str, ...],
+        label_smoothing: float = 0.0,
+    ) -> None:
+        self.device = device
+        self.amp_dtype = amp_dtype
+        self.classes = tuple(classes)
+        self.label_smoothing = float(label_smoothing)
+
+    def _forward(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, ...]:
+        clips, labels = (t.to(self.device, non_blocking=True) for t in batch[:2])
+        with autocast(self.device, self.amp_dtype):
+            logits = model(clips)
+        loss = F.cross_entropy(
+            logits.float(), labels, label_smoothing=self.label_smoothing
+        )
+        return loss, logits, labels
+
+    def training_loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy of the batch and its number of clips."""
+        loss, _, labels = self._forward(model, batch)
+        return loss, int(labels.shape[0])
+
+    def _batch_sums(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        loss, logits, labels = self._forward(model, batch)
+        n = labels.shape[0]
+        correct = (logits.argmax(1) == labels).sum()
+        values = [float(loss) * n, float(correct), float(n)]
+        return torch.tensor(values, dtype=torch.float64, device=self.device)
+
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, limit_batches: int | None = None
+    ) -> dict[str, float]:
+        """``loss`` (mean cross-entropy), ``accuracy`` and ``n`` over all ranks."""
+        loss_sum, correct, n = self._sums(model, loader, limit_batches, 3).tolist()
+        if n == 0:
+            return {"loss": math.nan, "accuracy": math.nan, "n": 0.0}
+        return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
+
+    def test_evaluation(
+        self,
+        model: nn.Module,
+        datasets: Mapping[str, Dataset],
+        cfg: Mapping[str, Any],
+        run_dir: Path,
+    ) -> Mapping[str, Any]:
+        """Accuracy, per-class precision / recall and the confusion matrix of the
+        test split; rank 0 writes them under ``run_dir/evaluation``."""
+        from nowcast.evaluation.classification import (
+            classification_report,
+            evaluate_classifier,
+        )
+
+        if len(datasets.get("test", ())) == 0:
+            log.info("test evaluation skipped: no test split")
+            return {}
+        evaluation = dict(cfg.get("evaluation") or {})
+        scores = evaluate_classifier(
+            model,
+            datasets["test"],
+            len(self.classes),
+            batch_size=int(evaluation.get("batch_size", 32)),
+            device=self.device,
+            max_batches=evaluation.get("max_batches"),
+        )
+        if is_main_process():
+            paths = classification_report(
+                scores, self.classes, Path(run_dir) / "evaluation", str(cfg.get("name"))
+            )
+            log.info(
+                "test accuracy %.4f; report %s", scores["accuracy"], paths["markdown"]
+            )
+        per_class = {
+            f"recall_{name}": r
+            for name, r in zip(self.classes, scores["recall"], strict=True)
+        }
+        return {"accuracy": scores["accuracy"], "n_clips": scores["n"], **per_class}
+
+
+@register_task("classify")
+def _classification_task(
+    cfg: Mapping[str, Any],
+    datasets: Mapping[str, Dataset],
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> ClassificationTask:
+    """The classification task; class names from the training split's ``classes``."""
+    train = datasets["train"]
+    classes = getattr(train, "classes", None)
+    if classes is None:
+        n = int(cfg["model"]["num_classes"])
+        classes = tuple(str(k) for k in range(n))
+    options = dict(cfg.get("task_options") or {})
+    return ClassificationTask(
+        device, amp_dtype, tuple(classes), float(options.get("label_smoothing", 0.0))
+    )
+
+
+class SeriesTask(_SumsOverLoader):
+    """Series histories ``(B, T, F)`` and future area means ``(B, L, 1)`` in mm/h.
+
+    Parameters
+    ----------
+    device : torch.device
+    amp_dtype : torch.dtype, optional
+        Autocast dtype of the forward passes.
+    loss : {"mse", "mae"}
+        Training loss on the raw outputs (no sigmoid: the targets are in mm/h).
+    """
+
+    monitor = "loss"
+    higher_is_better = False
+    metric_columns = ("loss", "mae", "rmse")
+
+    def __init__(
+        self, device: torch.device, amp_dtype: torch.dtype | None, loss: str = "mse"
+    ) -> None:
+        if loss not in SERIES_LOSSES:
+            raise ValueError(
+                f"the series task trains with loss.name mse or mae, got {loss!r}"
+            )
+        self.device = device
+        self.amp_dtype = amp_dtype
+        self.loss_name = loss
+        self.loss_fn = SERIES_LOSSES[loss]
+
+    def _forward(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, ...]:
+        inputs, targets = (t.to(self.device, non_blocking=True) for t in batch[:2])
+        with autocast(self.device, self.amp_dtype):
+            out = model(inputs, targets.shape[1])
+        return out.float(), targets.float()
+
+    def training_loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+        """The configured loss of the batch (mm/h) and its number of windows."""
+        out, targets = self._forward(model, batch)
+        return self.loss_fn(out, targets), int(targets.shape[0])
+
+    def _batch_sums(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        out, targets = self._forward(model, batch)
+        n, per_window = targets.shape[0], targets[0].numel()
+        err = out - targets
+        values = [
+            float(self.loss_fn(out, targets)) * n,
+            float(err.abs().sum()) / per_window,  # window means, summed
+            float((err**2).sum()) / per_window,
+            float(n),
+        ]
+        return torch.tensor(values, dtype=torch.float64, device=self.device)
+
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, limit_batches: int | None = None
+    ) -> dict[str, float]:
+        """``loss``, ``mae`` and ``rmse`` (mm/h, over all leads) and ``n``."""
+        loss_sum, abs_sum, sq_sum, n = self._sums(model, loader, limit_batches, 4)
+        n = float(n)
+        if n == 0:
+            return {"loss": math.nan, "mae": math.nan, "rmse": math.nan, "n": 0.0}
+        return {
+            "loss": float(loss_sum) / n,
+            "mae": float(abs_sum) / n,
+            "rmse": math.sqrt(float(sq_sum) / n),
+            "n": n,
+        }
+
+    def test_evaluation(
+        self,
+        model: nn.Module,
+        datasets: Mapping[str, Dataset],
+        cfg: Mapping[str, Any],
+        run_dir: Path,
+    ) -> Mapping[str, Any]:
+        """The series table of the test split (model, persistence, field
+        forecasters); rank 0 writes it under ``run_dir/evaluation``."""
+        from nowcast.evaluation.series import run_series_evaluation
+
+        if len(datasets.get("test", ())) == 0:
+            log.info("test evaluation skipped: no test split")
+            return {}
+        return run_series_evaluation(
+            model,
+            datasets["test"],
+            cfg,
+            Path(run_dir) / "evaluation",
+            is_main_process(),
+        )
+
+
+@register_task("series")
+def _series_task(
+    cfg: Mapping[str, Any],
+    datasets: Mapping[str, Dataset],
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> SeriesTask:
+    """The series task with ``loss.name`` (``mse`` or ``mae``; default ``mse``)."""
+    loss_cfg = dict(cfg.get("loss") or {})
+    return SeriesTask(device, amp_dtype, str(loss_cfg.get("name", "mse")))
+
+
+def evaluate_task_checkpoint(
+    ckpt: Mapping[str, Any],
+    data_cfg: Mapping[str, Any] | None,
+    out_dir: str | Path,
+    device: torch.device | str = "cpu",
+) -> Mapping[str, Any]:
+    """The test report of a classification or series checkpoint (``scripts/evaluate.py``).
+
+    Rebuilds the model and the data (``data_cfg``, default the checkpoint's own), then
+    runs the task's ``test_evaluation`` exactly as at the end of training; files go
+    to ``out_dir/evaluation``.
+    """
+    from nowcast.training.checkpoint import build_model
+    from nowcast.training.tasks import build_task
+    from nowcast.training.trainer import build_datasets
+
+    config = dict(ckpt["config"])
+    if data_cfg is not None:
+        config["data"] = dict(data_cfg)
+    device = torch.device(device)
+    datasets = build_datasets(config["data"])
+    model = build_model(config["model"])
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    task = build_task(config, datasets, device, None)
+    return task.test_evaluation(model, datasets, config, Path(out_dir))
