@@ -18,6 +18,8 @@ loop in the spirit of nanoGPT:
   (``trainer.nonfinite``); a diverged model is never checkpointed;
 * DistributedDataParallel under torchrun (:mod:`nowcast.training.distributed`):
   sharded sampling, metrics summed over ranks, logging and checkpoints on rank 0;
+  validation and the test evaluation run on every rank over its shard, the sums
+  reduced across ranks, the report written by rank 0;
 * a tqdm bar (loss, sequences/s, ETA), ``metrics.csv`` always, TensorBoard when the
   ``tensorboard`` package is importable.
 """
@@ -49,6 +51,7 @@ from nowcast.training.distributed import (
     DistEnv,
     ShardedSampler,
     all_reduce_sum,
+    barrier,
     broadcast_object,
     cleanup_distributed,
     init_distributed,
@@ -1028,7 +1031,14 @@ def _is_plateau(scheduler: Any) -> bool:
 
 
 def _test_evaluation(run: _Run) -> dict[str, float]:
-    """The task's test evaluation of the best weights; numeric results as ``test_*``."""
+    """The task's test evaluation of the best weights; numeric results as ``test_*``.
+
+    Runs on every rank (each scores its shard of the test split, the sums are
+    reduced across ranks, rank 0 writes the report): after a barrier, so that rank
+    0's final ``best.pt`` is on disk, every rank loads it (the run directory is on a
+    file system all ranks share, as for resuming).
+    """
+    barrier()
     best = ckpt_io.load_checkpoint(
         run.ckpt_dir / "best.pt", map_location=run.env.device
     )
