@@ -56,6 +56,7 @@ from nowcast.training.distributed import (
     cleanup_distributed,
     init_distributed,
 )
+from nowcast.training.preemption import StopRequest, TrainingPreempted
 from nowcast.training.tasks import (
     TrainingTask,
     build_loss,
@@ -130,6 +131,7 @@ class TrainState:
     train_time_s: float = 0.0
     train_sequences: int = 0
     epoch_times: list[float] = field(default_factory=list)
+    completed: bool = False  # the run reached its end (not crashed or preempted)
 
 
 # --------------------------------------------------------------------------- builders
@@ -322,6 +324,19 @@ def _resolve_run_dir(cfg: Mapping[str, Any], run_dir: str | os.PathLike | None) 
         return Path("runs") / str(cfg.get("name", "default")) / stamp
 
 
+def _resume_mode(value: object) -> bool | str:
+    """``trainer.resume`` as False, True or ``"auto"`` (strings from the CLI too)."""
+    text = str(value).strip().lower()
+    modes = {"false": False, "none": False, "true": True, "auto": "auto"}
+    if text not in modes:
+        raise ValueError(
+            f"trainer.resume must be false, true or auto, got {value!r}: true "
+            "continues the newest last.pt of runs/<name>/, auto does so only when that "
+            "run was interrupted (and starts fresh otherwise)"
+        )
+    return modes[text]
+
+
 def _find_resume_checkpoint(
     trainer_cfg: Mapping[str, Any], run_dir: Path
 ) -> Path | None:
@@ -329,7 +344,10 @@ def _find_resume_checkpoint(
 
     The newest is looked for in this run directory, then in its sibling run
     directories (``runs/<name>/*/checkpoints/last.pt``), since every hydra launch gets a
-    fresh timestamped directory.
+    fresh timestamped directory. ``resume=true`` continues it whatever it holds (a
+    finished run trains further only if the limits were raised); ``resume=auto``
+    continues it only when its run did not complete (crashed or preempted), so a
+    requeued job resumes and a new launch after a finished run starts fresh.
     """
     explicit = trainer_cfg.get("ckpt_path")
     if explicit:
@@ -340,8 +358,25 @@ def _find_resume_checkpoint(
                 "best.pt, or use trainer.resume=true to pick the newest run's last.pt"
             )
         return path
-    if not trainer_cfg.get("resume", False):
+    mode = _resume_mode(trainer_cfg.get("resume", False))
+    if not mode:
         return None
+    newest = _newest_last_checkpoint(run_dir)
+    if newest is None:
+        if mode is True:
+            log.warning(
+                "trainer.resume=true but no last.pt under %s: starting fresh",
+                run_dir.parent,
+            )
+        return None
+    if mode == "auto" and _completed(newest):
+        log.info("trainer.resume=auto: %s finished its run; starting fresh", newest)
+        return None
+    return newest
+
+
+def _newest_last_checkpoint(run_dir: Path) -> Path | None:
+    """This run's ``last.pt``, else the newest of its sibling run directories'."""
     own = run_dir / "checkpoints" / "last.pt"
     if own.is_file():
         return own
@@ -350,13 +385,13 @@ def _find_resume_checkpoint(
         for p in run_dir.parent.glob("*/checkpoints/last.pt")
         if p.parent.parent != run_dir
     ]
-    if not siblings:
-        log.warning(
-            "trainer.resume=true but no last.pt under %s: starting fresh",
-            run_dir.parent,
-        )
-        return None
-    return max(siblings, key=lambda p: p.stat().st_mtime)
+    return max(siblings, key=lambda p: p.stat().st_mtime) if siblings else None
+
+
+def _completed(path: Path) -> bool:
+    """Whether the checkpoint at ``path`` was written at the end of a finished run."""
+    ck = ckpt_io.load_checkpoint(path, map_location="cpu")
+    return bool(ck.get("train_state", {}).get("completed", False))
 
 
 def _loader(
@@ -417,13 +452,23 @@ def train(
         ``nonfinite_skips``, ``seq_per_s`` (training throughput, all ranks),
         ``epoch_time_s`` (mean wall time of the completed epochs' training), plus
         ``test_*`` entries when the test evaluation ran.
+
+    Raises
+    ------
+    TrainingPreempted
+        On SIGTERM / SIGUSR1 (:mod:`nowcast.training.preemption`): after the step in
+        progress, with ``last.pt`` written; rerun with ``trainer.resume=auto``.
     """
     plain = _to_plain(cfg)
     callbacks = callbacks or Callbacks()
     tcfg = _section(plain, "trainer")
     env = init_distributed(tcfg.get("accelerator", "auto"), tcfg.get("dist_backend"))
     try:
-        metrics = _train(cfg, plain, env, run_dir, callbacks)
+        with StopRequest() as stop_request:
+            metrics = _train(cfg, plain, env, run_dir, callbacks, stop_request)
+    except TrainingPreempted:
+        cleanup_distributed()  # (every rank stopped at the same step, after a barrier)
+        raise
     except BaseException:
         cleanup_distributed()
         raise
@@ -548,6 +593,7 @@ def _train(
     env: DistEnv,
     run_dir_arg: str | os.PathLike | None,
     callbacks: Callbacks,
+    stop_request: StopRequest,
 ) -> dict[str, float]:
     """Set up, resume, fit, wrap up, test: the run from top to bottom."""
     run = _set_up(cfg, plain, env, run_dir_arg, callbacks)
@@ -562,7 +608,8 @@ def _train(
     if run.resume_path is not None and run.resume_path.parent.name == "checkpoints":
         # a resumed run's metrics.csv starts with the history it continues
         logger.carry_over(run.resume_path.parent.parent / "metrics.csv", run.state.step)
-    loop = _Loop(run, logger, env.is_main and bool(log_cfg.get("progress_bar", True)))
+    show_bar = env.is_main and bool(log_cfg.get("progress_bar", True))
+    loop = _Loop(run, logger, show_bar, stop_request)
     try:
         loop.fit()
         metrics = loop.wrap_up()
@@ -700,6 +747,7 @@ def _load_training_state(run: _Run, path: Path) -> Any:
     if run.scheduler is not None and ck.get("scheduler") is not None:
         run.scheduler.load_state_dict(ck["scheduler"])
     run.state = TrainState(**ck["train_state"])
+    run.state.completed = False  # set again when this run reaches its end
     if ck["config"].get("model") != run.plain["model"]:
         warnings.warn(
             f"resuming from {path} whose model config differs from this run's",
@@ -726,9 +774,17 @@ class _Loop:
     validation and train losses, and timers.
     """
 
-    def __init__(self, run: _Run, logger: MetricsLogger, show_bar: bool):
+    def __init__(
+        self,
+        run: _Run,
+        logger: MetricsLogger,
+        show_bar: bool,
+        stop_request: StopRequest | None = None,
+    ):
         self.run, self.state, self.s = run, run.state, run.settings
         self.logger, self.show_bar = logger, show_bar
+        self.stop_request = stop_request or StopRequest()
+        self.stop_agreed = False  # a preemption signal reached some rank (DDP)
         self.device = run.env.device
         self.last_val: dict[str, float] = {}
         self.window = torch.zeros(2, dtype=torch.float64, device=self.device)
@@ -805,7 +861,31 @@ class _Loop:
             stop = self.validate()
         elif self.s.ckpt_every and state.step % self.s.ckpt_every == 0:
             self.save("last.pt")
+        self.stop_if_preempted()
         return stop or (state.step >= self.s.max_steps and mid_epoch)
+
+    def stop_if_preempted(self) -> None:
+        """After a completed step: on a preemption signal, save ``last.pt`` and raise.
+
+        Every rank takes the decision together (:meth:`_agreed_finite`); the step's
+        scheduled validation and checkpoint have run, so the saved state is the one
+        an uninterrupted run has after this step.
+        """
+        name = self.stop_request.signal_name
+        if self.run.env.distributed:
+            if not self.stop_agreed:
+                return
+            name = name or "a preemption signal (on another rank)"
+        elif name is None:
+            return
+        self.save("last.pt")
+        barrier()
+        stopped = TrainingPreempted(
+            name, self.state.step, self.state.epoch, self.run.ckpt_dir / "last.pt"
+        )
+        if self.run.env.is_main:
+            log.warning("%s", stopped)
+        raise stopped
 
     def end_epoch(self) -> bool:
         """Count the completed epoch, log it, validate; True to stop."""
@@ -852,11 +932,22 @@ class _Loop:
         return value, n_local
 
     def _agreed_finite(self, loss: torch.Tensor) -> bool:
-        """Whether the loss is finite on every rank (all ranks take one decision)."""
-        finite = torch.isfinite(loss.detach()).to(torch.float32)
-        if self.run.env.distributed:
-            finite = all_reduce_sum(finite) / self.run.env.world_size
-        return float(finite) >= 1.0
+        """Whether the loss is finite on every rank (all ranks take one decision).
+
+        Under DDP the same (one) all-reduce also tells every rank whether any of
+        them received a preemption signal (:attr:`stop_agreed`).
+        """
+        if not self.run.env.distributed:
+            return bool(torch.isfinite(loss.detach()))
+        flags = torch.stack(
+            [
+                torch.isfinite(loss.detach()).to(torch.float32),
+                torch.tensor(float(self.stop_request.signal_name is not None)),
+            ]
+        ).to(self.device)
+        flags = all_reduce_sum(flags)
+        self.stop_agreed = bool(flags[1] > 0)
+        return float(flags[0]) >= self.run.env.world_size
 
     def nonfinite(self, what: str, value: float) -> None:
         """Apply ``trainer.nonfinite`` to a non-finite value: raise or skip the step."""
@@ -1001,6 +1092,7 @@ class _Loop:
         if self.validated_at != state.step:
             # a reporting-only validation: does not touch the early-stopping state
             self.measure_val()
+        state.completed = True
         self.save("last.pt")
         if self.run.env.is_main and not (self.run.ckpt_dir / "best.pt").exists():
             self.save("best.pt")
