@@ -34,11 +34,40 @@ __all__ = [
     "SeriesTask",
     "evaluate_task_checkpoint",
     "is_main_process",
+    "warmup_cosine",
 ]
 
 log = logging.getLogger("nowcast.training")
 
 SERIES_LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss}
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer,
+    warmup_steps: int = 200,
+    total_steps: int = 1000,
+    final_fraction: float = 0.0,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the optimiser's rate, then cosine decay (stepped per batch).
+
+    The factor of the base rate is ``(s + 1) / warmup_steps`` for the first
+    ``warmup_steps`` steps ``s``, then ``f + (1 - f) (1 + cos(pi p)) / 2`` with ``p``
+    the fraction of the remaining ``total_steps - warmup_steps`` steps done (``f`` =
+    ``final_fraction``; it stays at ``f`` after ``total_steps``). KTH reference: 200
+    warm-up steps, cosine over 30 epochs.
+    """
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(
+            f"need 0 <= warmup_steps < total_steps, got {warmup_steps} and {total_steps}"
+        )
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        done = min((step - warmup_steps) / (total_steps - warmup_steps), 1.0)
+        return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * done))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def is_main_process() -> bool:
