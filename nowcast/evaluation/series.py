@@ -87,13 +87,14 @@ class SeriesScores:
 
 def build_field_forecasters(
     specs: Mapping[str, Mapping[str, Any]] | None, field_dataset: Any
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], str | None]:
     """Field forecasters by name from ``{name: {ckpt_path: ...}}`` or baseline specs.
 
     A spec with ``ckpt_path`` loads a trained forecaster
     (:func:`nowcast.training.checkpoint.load_forecaster`); any other spec is a
     ``_target_`` baseline config, built with the data set's tuned ROVER parameters
-    (:func:`nowcast.evaluation.run.tuned_baselines`).
+    (:func:`nowcast.evaluation.run.tuned_baselines`). Returns the forecasters and
+    the note saying which ROVER parameters were used.
     """
     from nowcast.evaluation.run import tuned_baselines
     from nowcast.training.checkpoint import load_forecaster
@@ -113,8 +114,8 @@ def build_field_forecasters(
             out[name] = load_forecaster(path)
         else:
             baselines[name] = spec
-    built, _ = tuned_baselines(baselines, field_dataset)
-    return {**out, **built}
+    built, note = tuned_baselines(baselines, field_dataset)
+    return {**out, **built}, note
 
 
 def _batches(n: int, batch_size: int, max_batches: int | None) -> list[range]:
@@ -268,7 +269,7 @@ def run_series_evaluation(
     """
     evaluation = dict(cfg.get("evaluation") or {})
     data = dict(cfg.get("data") or {})
-    forecasters = build_field_forecasters(
+    forecasters, rover_note = build_field_forecasters(
         evaluation.get("field_forecasters"), test_set.field
     )
     name = str(cfg.get("model_name") or "series model")
@@ -287,6 +288,7 @@ def run_series_evaluation(
             f"{len(test_set)} test windows; wet: area mean >= "
             f"{float(evaluation.get('wet_threshold', 0.1)):g} mm/h."
         ]
+        notes += [rover_note] if rover_note else []
         write_series_report(
             results, out_dir, float(data.get("frame_minutes", 6.0)), notes
         )
