@@ -226,43 +226,40 @@ def synthetic_series_datasets(
     output_len: int = 10,
     seed: int = 0,
     stride: int = 1,
-    box: Sequence[int] | None = None,
-    mask: np.ndarray | str | os.PathLike | None = None,
-    wet_pixel_threshold: float = 0.5,
+    **region: Any,
 ) -> dict[str, SeriesWindowDataset]:
     """Series of a region of the embedded synthetic radar set, by its field splits.
 
     The fields come from :func:`nowcast.data.synthetic.synthetic_datasets` (generated
     and cached under ``root``), so the windows are those the field models are scored
-    on.
+    on; ``region`` (``box``, ``mask``, ``wet_pixel_threshold``, ``extra``) goes to
+    :func:`series_datasets`.
     """
     from nowcast.data.synthetic import synthetic_datasets
 
     fields = synthetic_datasets(
         root, input_len=input_len, output_len=output_len, seed=seed, stride=stride
     )
-    return series_datasets(fields, box, mask, wet_pixel_threshold)
+    return series_datasets(fields, **region)
 
 
 def radar_series_datasets(
     path: str | os.PathLike,
-    input_len: int = 5,
-    output_len: int = 10,
-    seed: int = 0,
-    stride: int = 1,
     box: Sequence[int] | None = None,
     mask: np.ndarray | str | os.PathLike | None = None,
     wet_pixel_threshold: float = 0.5,
     extra: np.ndarray | str | os.PathLike | None = None,
+    **split: Any,
 ) -> dict[str, SeriesWindowDataset]:
     """Series of a region of any processed radar archive, through its field splits.
 
-    ``path`` is a processed netCDF (``scripts/preprocess.py``); the split is
-    :func:`nowcast.data.dataset.radar_datasets`' (40-frame blocks, 4 / 1 / 1 a day).
+    ``path`` is a processed netCDF (``scripts/preprocess.py``); the region arguments
+    are :func:`series_datasets`'; ``split`` holds the window and split settings of
+    :func:`nowcast.data.dataset.radar_datasets` (``input_len``, ``output_len`` (default
+    here 10: one hour of 6-minute frames), ``seed``, ``stride``, ...; 40-frame blocks,
+    4 / 1 / 1 a day).
     """
     from nowcast.data.dataset import radar_datasets
 
-    fields = radar_datasets(
-        Path(path), input_len=input_len, output_len=output_len, seed=seed, stride=stride
-    )
+    fields = radar_datasets(Path(path), **{"output_len": 10, **split})
     return series_datasets(fields, box, mask, wet_pixel_threshold, extra)

@@ -65,7 +65,9 @@ def warmup_cosine(
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         done = min((step - warmup_steps) / (total_steps - warmup_steps), 1.0)
-        return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * done))
+        return final_fraction + (1 - final_fraction) * 0.5 * (
+            1 + math.cos(math.pi * done)
+        )
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -76,14 +78,35 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-class _SumsOverLoader:
-    """Shared loop of the tasks' ``evaluate``: per-batch sums, reduced over ranks."""
+class _TaskBase:
+    """Shared parts of the tasks: ``evaluate``'s loop of per-batch sums reduced over
+    ranks, and ``test_evaluation``'s skip of a missing test split."""
 
     device: torch.device
     amp_dtype: torch.dtype | None
 
     def _batch_sums(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
+
+    def _test_report(
+        self, model: nn.Module, test: Dataset, cfg: Mapping[str, Any], out_dir: Path
+    ) -> Mapping[str, Any]:
+        raise NotImplementedError
+
+    def test_evaluation(
+        self,
+        model: nn.Module,
+        datasets: Mapping[str, Dataset],
+        cfg: Mapping[str, Any],
+        run_dir: Path,
+    ) -> Mapping[str, Any]:
+        """The task's report on the test split; rank 0 writes it to ``run_dir/evaluation``."""
+        if len(datasets.get("test", ())) == 0:
+            log.info("test evaluation skipped: no test split")
+            return {}
+        return self._test_report(
+            model, datasets["test"], cfg, Path(run_dir) / "evaluation"
+        )
 
     @torch.no_grad()
     def _sums(
@@ -101,7 +124,7 @@ class _SumsOverLoader:
         return totals
 
 
-class ClassificationTask(_SumsOverLoader):
+class ClassificationTask(_TaskBase):
     """Clips ``(B, T, C, H, W)`` and labels ``(B,)``; cross-entropy on the logits.
 
     Parameters
@@ -161,27 +184,20 @@ class ClassificationTask(_SumsOverLoader):
             return {"loss": math.nan, "accuracy": math.nan, "n": 0.0}
         return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
 
-    def test_evaluation(
-        self,
-        model: nn.Module,
-        datasets: Mapping[str, Dataset],
-        cfg: Mapping[str, Any],
-        run_dir: Path,
+    def _test_report(
+        self, model: nn.Module, test: Dataset, cfg: Mapping[str, Any], out_dir: Path
     ) -> Mapping[str, Any]:
-        """Accuracy, per-class precision / recall and the confusion matrix of the
-        test split; rank 0 writes them under ``run_dir/evaluation``."""
+        """Accuracy, per-class precision / recall and the confusion matrix (table,
+        JSON, PNG)."""
         from nowcast.evaluation.classification import (
             classification_report,
             evaluate_classifier,
         )
 
-        if len(datasets.get("test", ())) == 0:
-            log.info("test evaluation skipped: no test split")
-            return {}
         evaluation = dict(cfg.get("evaluation") or {})
         scores = evaluate_classifier(
             model,
-            datasets["test"],
+            test,
             len(self.classes),
             batch_size=int(evaluation.get("batch_size", 32)),
             device=self.device,
@@ -189,7 +205,7 @@ class ClassificationTask(_SumsOverLoader):
         )
         if is_main_process():
             paths = classification_report(
-                scores, self.classes, Path(run_dir) / "evaluation", str(cfg.get("name"))
+                scores, self.classes, out_dir, str(cfg.get("name"))
             )
             log.info(
                 "test accuracy %.4f; report %s", scores["accuracy"], paths["markdown"]
@@ -220,7 +236,7 @@ def _classification_task(
     )
 
 
-class SeriesTask(_SumsOverLoader):
+class SeriesTask(_TaskBase):
     """Series histories ``(B, T, F)`` and future area means ``(B, L, 1)`` in mm/h.
 
     Parameters
@@ -286,27 +302,13 @@ class SeriesTask(_SumsOverLoader):
             "n": n,
         }
 
-    def test_evaluation(
-        self,
-        model: nn.Module,
-        datasets: Mapping[str, Dataset],
-        cfg: Mapping[str, Any],
-        run_dir: Path,
+    def _test_report(
+        self, model: nn.Module, test: Dataset, cfg: Mapping[str, Any], out_dir: Path
     ) -> Mapping[str, Any]:
-        """The series table of the test split (model, persistence, field
-        forecasters); rank 0 writes it under ``run_dir/evaluation``."""
+        """The series table (model, persistence, field forecasters)."""
         from nowcast.evaluation.series import run_series_evaluation
 
-        if len(datasets.get("test", ())) == 0:
-            log.info("test evaluation skipped: no test split")
-            return {}
-        return run_series_evaluation(
-            model,
-            datasets["test"],
-            cfg,
-            Path(run_dir) / "evaluation",
-            is_main_process(),
-        )
+        return run_series_evaluation(model, test, cfg, out_dir, is_main_process())
 
 
 @register_task("series")
