@@ -226,21 +226,28 @@ def synthetic_series_datasets(
     output_len: int = 10,
     seed: int = 0,
     stride: int = 1,
-    **region: Any,
+    box: Sequence[int] | None = None,
+    mask: np.ndarray | str | os.PathLike | None = None,
+    wet_pixel_threshold: float = 0.5,
+    **prepare_kwargs: Any,
 ) -> dict[str, SeriesWindowDataset]:
     """Series of a region of the embedded synthetic radar set, by its field splits.
 
     The fields come from :func:`nowcast.data.synthetic.synthetic_datasets` (generated
-    and cached under ``root``), so the windows are those the field models are scored
-    on; ``region`` (``box``, ``mask``, ``wet_pixel_threshold``, ``extra``) goes to
-    :func:`series_datasets`.
+    and cached under ``root``; ``prepare_kwargs`` such as ``n_days`` go to it), so the
+    windows are those the field models are scored on.
     """
     from nowcast.data.synthetic import synthetic_datasets
 
     fields = synthetic_datasets(
-        root, input_len=input_len, output_len=output_len, seed=seed, stride=stride
+        root,
+        input_len=input_len,
+        output_len=output_len,
+        seed=seed,
+        stride=stride,
+        **prepare_kwargs,
     )
-    return series_datasets(fields, **region)
+    return series_datasets(fields, box, mask, wet_pixel_threshold)
 
 
 def radar_series_datasets(
