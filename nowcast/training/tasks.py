@@ -163,7 +163,7 @@ def build_loss(
                     "or loss=mse for data without physical units"
                 )
             cfg["scale"] = scale
-            log.info("balanced loss: %s", scale.describe())
+            log.info("%s loss: %s", name, scale.describe())
     return get_loss(name, **cfg)
 
 
