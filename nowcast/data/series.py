@@ -185,7 +185,13 @@ class SeriesWindowDataset(Dataset):
         series = _file_series(field, self.region, self.wet_pixel_threshold)
         if extra is not None:
             extra = np.load(extra) if isinstance(extra, str | os.PathLike) else extra
-            extra = np.asarray(extra, dtype=np.float32).reshape(len(series), -1)
+            extra = np.asarray(extra, dtype=np.float32)
+            if extra.shape[0] != len(series):
+                raise ValueError(
+                    f"extra series must have one row per frame of {field.path} "
+                    f"({len(series)}), got shape {extra.shape}"
+                )
+            extra = extra.reshape(len(series), -1)
             series = np.concatenate((series, extra), axis=1)
         self.series = series
         self.starts = np.asarray(field.starts)

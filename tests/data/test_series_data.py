@@ -79,3 +79,15 @@ def test_series_windows_are_the_field_windows(archive):
         field_out[:, 0], torch.from_numpy(train.region), train.field.scale
     )
     torch.testing.assert_close(means[:, 0], targets[:, 0])
+
+
+def test_extra_series_are_appended_to_the_inputs(archive):
+    extra = np.arange(240, dtype=np.float32)[:, None] * 2  # e.g. a gauge, one per frame
+    sets = radar_series_datasets(archive, input_len=3, output_len=4, extra=extra)
+    train = sets["train"]
+    inputs, targets = train[0]
+    start = int(train.starts[0])
+    assert train.n_features == 3 and inputs.shape == (3, 3) and targets.shape == (4, 1)
+    np.testing.assert_array_equal(inputs[:, 2], 2 * (start + np.arange(3)))
+    with pytest.raises(ValueError, match="extra series must have one row per frame"):
+        radar_series_datasets(archive, input_len=3, output_len=4, extra=extra[:10])
