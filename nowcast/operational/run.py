@@ -162,9 +162,10 @@ def load_forecaster_for(
     return LoadedForecaster(model, type(model).__name__, ckpt, provenance)
 
 
-def _check_model_fits(model: Any, frames: torch.Tensor, ckpt_path: Any) -> None:
-    """Refuse processed frames the model cannot take (channels, patch size, size)."""
-    c, h, w = frames.shape[-3:]
+def _check_model_fits(forecaster: LoadedForecaster, grey: np.ndarray) -> None:
+    """Refuse processed frames ``(T, H, W)`` the model cannot take (patch, size)."""
+    model, c, (h, w) = forecaster.model, 1, grey.shape[-2:]
+    ckpt_path = forecaster.provenance.get("checkpoint", forecaster.name)
     channels = getattr(model, "in_channels", c)
     patch = int(getattr(model, "patch_size", 1))
     size = getattr(model, "frame_size", None)
@@ -200,6 +201,15 @@ def _cadence(
     return np.timedelta64(int(round(float(minutes) * 60)), "s")
 
 
+def _step(times: np.ndarray, cadence: np.timedelta64 | None) -> np.timedelta64:
+    """Time between leads: the input's step (or the cadence, for one frame)."""
+    if times.size > 1:
+        return np.diff(times)[-1]
+    if cadence is None:
+        raise ValueError("one input frame gives no cadence; pass frame_minutes=...")
+    return cadence
+
+
 def _predict(model: Forecaster, grey: np.ndarray, n_steps: int) -> np.ndarray:
     """(T, H, W) grey levels -> (n_steps, H, W) forecast grey levels in [0, 1]."""
     device = next(iter(getattr(model, "parameters", lambda: iter(()))()), None)
@@ -208,6 +218,14 @@ def _predict(model: Forecaster, grey: np.ndarray, n_steps: int) -> np.ndarray:
     with torch.no_grad():
         out = model.predict(inputs, n_steps)
     return out[0, :, 0].clamp(0.0, 1.0).float().cpu().numpy()
+
+
+def _preprocessing_attrs(prep: Preprocessing) -> dict[str, Any]:
+    return {
+        "preprocessing": prep.origin,
+        "preprocessing_params": prep.preprocessor.params(),
+        "preprocessing_notes": "; ".join(prep.notes) or None,
+    }
 
 
 def _zr(data_cfg: Mapping) -> dict[str, float]:
@@ -267,23 +285,15 @@ def make_forecast(
     units = _check_units(raw, prep)
     processed = prep.preprocessor.transform(raw)
     grey = np.asarray(processed["intensity"].values, dtype=np.float32)
-    _check_model_fits(
-        forecaster.model,
-        torch.from_numpy(grey)[:, None],
-        forecaster.provenance.get("checkpoint", forecaster.name),
-    )
+    _check_model_fits(forecaster, grey)
     scale = GreyScale.from_attrs(processed.attrs, **_zr(data_cfg))
     forecast = scale.to_source(_predict(forecaster.model, grey, n_steps))
     times = raw["time"].values
-    step = np.diff(times)[-1] if times.size > 1 else cadence
-    if step is None:
-        raise ValueError("one input frame gives no cadence; pass frame_minutes=...")
+    step = _step(times, cadence)
     provenance = {
         **forecaster.provenance,
         **input_summary(files, times),
-        "preprocessing": prep.origin,
-        "preprocessing_params": prep.preprocessor.params(),
-        "preprocessing_notes": "; ".join(prep.notes) or None,
+        **_preprocessing_attrs(prep),
         "grey_scale": scale.describe(),
     }
     ds = forecast_dataset(

@@ -161,7 +161,7 @@ def slim_checkpoint(ckpt: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
 
     Drops the optimiser, scaler, scheduler and RNG states (which only resuming needs;
     a slim checkpoint cannot be resumed) and casts nothing, so the model's outputs are
-    unchanged.
+    unchanged. Keeps the fitted preprocessing (``preprocessing``) that forecasts use.
 
     Parameters
     ----------
@@ -177,6 +177,7 @@ def slim_checkpoint(ckpt: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
         ``optimizer`` entry is ``None``.
     """
     keep = {k: ckpt[k] for k in ("model", "config", "step", "epoch", "metrics")}
+    keep["preprocessing"] = ckpt.get("preprocessing")  # issue 16: kept for forecasts
     return {**keep, "optimizer": None, "train_state": ckpt.get("train_state"), **extra}
 
 

@@ -45,6 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from nowcast.operational.preprocessing import checkpoint_preprocessing
 from nowcast.training import checkpoint as ckpt_io
 from nowcast.training.distributed import (
     DistEnv,
@@ -685,6 +686,8 @@ def _train(
             },
             "rng": ckpt_io.capture_rng_state(),
             "metrics": dict(last_val, train_loss=last_train_loss),
+            # issue 16: the fitted preprocessor travels with the checkpoint
+            "preprocessing": checkpoint_preprocessing(datasets["train"]),
         }
 
     def save(name: str) -> None:
