@@ -26,10 +26,25 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from nowcast.data.georef import copy_grid, grid_crs, is_georeferenced, set_grid
+from nowcast.data.georef import (
+    copy_grid,
+    grid_crs,
+    is_georeferenced,
+    resized_coordinate,
+    set_grid,
+)
+from nowcast.data.preprocess import Preprocessor
 from nowcast.data.radar import record_step, write_radar
 
-__all__ = ["STANDARD_NAMES", "forecast_dataset", "write_forecast", "plot_forecast"]
+__all__ = [
+    "STANDARD_NAMES",
+    "processed_axis",
+    "processed_grid",
+    "forecast_dataset",
+    "write_forecast",
+    "plot_forecast",
+    "input_summary",
+]
 
 PathLike = str | os.PathLike
 
@@ -47,19 +62,53 @@ _PIXEL_AXIS = {
 _TIME_ENCODING = {"units": "seconds since 1970-01-01 00:00:00", "calendar": "standard"}
 
 
-def _grid(processed: xr.Dataset, raw: xr.Dataset, out: xr.Dataset) -> xr.Dataset:
-    """Give ``out`` the processed grid: its coordinates, and the raw grid mapping."""
-    if is_georeferenced(processed):
+def processed_axis(coord: np.ndarray, crop: int, out: int) -> np.ndarray:
+    """Cell centres after a centre crop to ``crop`` cells and a resize to ``out``.
+
+    The crop starts at ``(n - crop) // 2`` (:func:`nowcast.data.preprocess.center_crop`);
+    the area resize keeps the outer cell edges (:func:`resized_coordinate`).
+
+    Parameters
+    ----------
+    coord : numpy.ndarray, shape (n,)
+        Raw cell-centre coordinate (regular).
+    crop, out : int
+        Cells after the crop and after the resize.
+
+    Returns
+    -------
+    numpy.ndarray, shape (out,)
+    """
+    coord = np.asarray(coord, dtype=np.float64)
+    start = (coord.size - crop) // 2
+    cropped = coord[start : start + crop]
+    return cropped if out == crop else resized_coordinate(cropped, out)
+
+
+def processed_grid(raw: xr.Dataset, pre: Preprocessor) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` cell centres of the grid ``pre`` turns the raw grid into."""
+    h, w = raw.sizes["y"], raw.sizes["x"]
+    (ch, cw) = pre.crop_size or (h, w)
+    (oh, ow) = pre.resize_to or (ch, cw)
+    return (
+        processed_axis(raw["x"].values, cw, ow),
+        processed_axis(raw["y"].values, ch, oh),
+    )
+
+
+def _grid(
+    out: xr.Dataset, processed: xr.Dataset, raw: xr.Dataset, pre: Preprocessor
+) -> xr.Dataset:
+    """Give ``out`` the processed grid: coordinates and the raw grid mapping."""
+    if is_georeferenced(processed):  # the preprocessing kept the grid itself
         return copy_grid(processed, out)
+    x, y = processed_grid(raw, pre)
     if not is_georeferenced(raw):
         return out.assign_coords(
-            x=("x", processed["x"].values, _PIXEL_AXIS["x"]),
-            y=("y", processed["y"].values, _PIXEL_AXIS["y"]),
+            x=("x", x, _PIXEL_AXIS["x"]), y=("y", y, _PIXEL_AXIS["y"])
         )
     units = str(raw["x"].attrs.get("units", "m"))
-    return set_grid(
-        out, processed["x"].values, processed["y"].values, grid_crs(raw), units=units
-    )
+    return set_grid(out, x, y, grid_crs(raw), units=units)
 
 
 def _intensity_attrs(units: str, forecaster: str) -> dict[str, str]:
@@ -79,6 +128,7 @@ def forecast_dataset(
     units: str,
     processed: xr.Dataset,
     raw: xr.Dataset,
+    pre: Preprocessor,
     forecaster: str,
     provenance: Mapping[str, Any],
 ) -> xr.Dataset:
@@ -98,6 +148,9 @@ def forecast_dataset(
         The preprocessed input frames (their grid, coordinates and provenance).
     raw : xarray.Dataset
         The raw input frames (their grid mapping, attributes).
+    pre : Preprocessor
+        The preprocessing applied (its crop and resize give the grid,
+        :func:`processed_grid`).
     forecaster : str
         Name of the forecaster.
     provenance : mapping
@@ -135,7 +188,7 @@ def forecast_dataset(
             ),
         },
     )
-    out = _grid(processed, raw, out)
+    out = _grid(out, processed, raw, pre)
     out.attrs.update(_global_attrs(processed, raw, forecaster, issue))
     out.attrs.update({k: _attr(v) for k, v in provenance.items() if v is not None})
     record_step(out, "forecast", forecaster=forecaster, n_steps=n, issue_time=issue)

@@ -238,14 +238,19 @@ def find_preprocessor_file(processed: PathLike) -> Path | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_state(path: str, mtime_ns: int, cadence_minutes: float | None) -> dict:
+def _cached_state(
+    path: str, mtime_ns: int, cadence_minutes: float | None
+) -> dict[str, Any] | None:
     pre_file = find_preprocessor_file(path)
+    steps = recorded_steps(path)
     if pre_file is not None:
         pre = Preprocessor.load(pre_file)
         origin = f"the fitted preprocessor {pre_file}"
-    else:
-        pre = preprocessor_from_steps(recorded_steps(path))
+    elif _step(steps, "minmax_normalize"):
+        pre = preprocessor_from_steps(steps)
         origin = f"the steps recorded in {path} (no fitted noise mask)"
+    else:  # a processed file made by hand: nothing known to carry
+        return None
     return {
         **preprocessor_state(pre),
         "origin": origin,
@@ -282,7 +287,8 @@ def checkpoint_preprocessing(dataset: object) -> dict[str, Any] | None:
         (or rebuilt from its recorded steps), plus ``origin``, ``processed_file``,
         ``frame_minutes`` (the training cadence) and ``grey_scale``
         (:meth:`GreyScale.to_dict`); None for data sets without a processed radar file
-        (Moving MNIST, ...). Read once per file (cached).
+        (Moving MNIST, ...) or whose file records no preprocessing (written by hand).
+        Read once per file (cached).
     """
     path = getattr(dataset, "path", None)
     if path is None or not Path(path).is_file():
@@ -292,7 +298,10 @@ def checkpoint_preprocessing(dataset: object) -> dict[str, Any] | None:
     if times is not None and len(times) > 1:
         cadence = float(infer_cadence(times) / np.timedelta64(1, "m"))
     path = str(Path(path).resolve())
-    state = dict(_cached_state(path, os.stat(path).st_mtime_ns, cadence))
+    state = _cached_state(path, os.stat(path).st_mtime_ns, cadence)
+    if state is None:
+        return None
+    state = dict(state)
     scale = getattr(dataset, "scale", None)
     state["grey_scale"] = None if scale is None else scale.to_dict()
     return state
@@ -327,7 +336,7 @@ def _from_data_config(data_cfg: Mapping[str, Any]) -> Preprocessing | None:
                 f"the fitted preprocessor of the training data, {pre_file}",
                 frame_minutes=minutes,
             )
-        if root.is_file():
+        if root.is_file() and _step(recorded_steps(root), "minmax_normalize"):
             return Preprocessing(
                 preprocessor_from_steps(recorded_steps(root)),
                 f"the steps recorded in the training data {root}",

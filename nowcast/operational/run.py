@@ -297,7 +297,15 @@ def make_forecast(
         "grey_scale": scale.describe(),
     }
     ds = forecast_dataset(
-        forecast, times[-1], step, units, processed, raw, forecaster.name, provenance
+        forecast,
+        times[-1],
+        step,
+        units,
+        processed,
+        raw,
+        prep.preprocessor,
+        forecaster.name,
+        provenance,
     )
     path = write_forecast(ds, output)
     picture = None
