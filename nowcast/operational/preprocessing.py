@@ -259,15 +259,20 @@ def _cached_state(
     }
 
 
+def _file_attrs(path: PathLike) -> dict[str, Any]:
+    """The global attributes of a netCDF file (nothing else is read)."""
+    import netCDF4
+
+    with netCDF4.Dataset(path) as nc:
+        return {k: nc.getncattr(k) for k in nc.ncattrs()}
+
+
 def recorded_steps(path: PathLike) -> list[dict]:
     """The processing steps a netCDF file records (``nowcast_steps``), oldest first.
 
     The file's attributes alone are read (see :func:`nowcast.data.radar.record_step`).
     """
-    import netCDF4
-
-    with netCDF4.Dataset(path) as nc:
-        raw = nc.getncattr("nowcast_steps") if "nowcast_steps" in nc.ncattrs() else ""
+    raw = _file_attrs(path).get("nowcast_steps")
     return list(json.loads(raw)) if raw else []
 
 
@@ -324,42 +329,60 @@ def _training_data(data_cfg: Mapping[str, Any]) -> Path | None:
     return None if root is None else Path(str(root))
 
 
+def _from_training_file(root: Path, minutes: float | None) -> Preprocessing | None:
+    """The preprocessing saved with (or recorded in) the processed training data."""
+    processed = root / "processed.nc" if root.is_dir() else root
+    attrs = _file_attrs(processed) if processed.is_file() else {}
+    units = attrs.get("source_units")
+    pre_file = find_preprocessor_file(root)
+    if pre_file is not None:
+        return Preprocessing(
+            Preprocessor.load(pre_file),
+            f"the fitted preprocessor of the training data, {pre_file}",
+            source_units=units,
+            frame_minutes=minutes,
+        )
+    steps = list(json.loads(attrs.get("nowcast_steps") or "[]"))
+    if not _step(steps, "minmax_normalize"):
+        return None
+    return Preprocessing(
+        preprocessor_from_steps(steps),
+        f"the steps recorded in the training data {processed}",
+        source_units=units,
+        frame_minutes=minutes,
+        notes=["noise mask not applied (not saved with the training data)"],
+    )
+
+
+def _from_synthetic(data_cfg: Mapping[str, Any], minutes: float | None):
+    """The embedded synthetic data set's preprocessing (dBZ), without the mask."""
+    from nowcast.data.synthetic import DEFAULT_PREPROCESS
+
+    params = {
+        **DEFAULT_PREPROCESS,
+        **dict(data_cfg["datasets"].get("preprocess") or {}),
+    }
+    return Preprocessing(
+        preprocessor_from_config(params),
+        "the synthetic data set's preprocessing (nowcast.data.synthetic."
+        "DEFAULT_PREPROCESS)",
+        source_units="dBZ",
+        frame_minutes=minutes,
+        notes=["noise mask not applied (the training data's fitted mask is not here)"],
+    )
+
+
 def _from_data_config(data_cfg: Mapping[str, Any]) -> Preprocessing | None:
     """The preprocessing of the data a checkpoint names, when they are here."""
     root = _training_data(data_cfg)
     minutes = data_cfg.get("frame_minutes")
     if root is not None and root.exists():
-        pre_file = find_preprocessor_file(root)
-        if pre_file is not None:
-            return Preprocessing(
-                Preprocessor.load(pre_file),
-                f"the fitted preprocessor of the training data, {pre_file}",
-                frame_minutes=minutes,
-            )
-        if root.is_file() and _step(recorded_steps(root), "minmax_normalize"):
-            return Preprocessing(
-                preprocessor_from_steps(recorded_steps(root)),
-                f"the steps recorded in the training data {root}",
-                frame_minutes=minutes,
-                notes=["noise mask not applied (not saved with the training data)"],
-            )
+        found = _from_training_file(root, minutes)
+        if found is not None:
+            return found
     target = str((data_cfg.get("datasets") or {}).get("_target_", ""))
     if target.endswith("synthetic_datasets"):
-        from nowcast.data.synthetic import DEFAULT_PREPROCESS
-
-        params = {
-            **DEFAULT_PREPROCESS,
-            **dict(data_cfg["datasets"].get("preprocess") or {}),
-        }
-        return Preprocessing(
-            preprocessor_from_config(params),
-            "the synthetic data set's preprocessing (nowcast.data.synthetic."
-            "DEFAULT_PREPROCESS)",
-            frame_minutes=minutes,
-            notes=[
-                "noise mask not applied (the training data's fitted mask is not here)"
-            ],
-        )
+        return _from_synthetic(data_cfg, minutes)
     return None
 
 
