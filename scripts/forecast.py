@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nowcast.operational import (
     ForecastResult,
+    LoadedForecaster,
     baseline_forecaster,
     load_forecaster_for,
     make_forecast,
@@ -28,7 +29,7 @@ from nowcast.operational import (
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
-def _forecaster(cfg: DictConfig):
+def _forecaster(cfg: DictConfig) -> LoadedForecaster:
     if (cfg.ckpt_path is None) == (cfg.forecaster is None):
         raise ValueError(
             "give exactly one of ckpt_path=<best.pt> (a trained model) or "
@@ -72,6 +73,7 @@ def run(cfg: DictConfig) -> ForecastResult:
 
 @hydra.main(version_base=None, config_path="../configs", config_name="forecast")
 def main(cfg: DictConfig) -> None:
+    """Hydra entry point: ``python scripts/forecast.py key=value ...``."""
     run(cfg)
 
 

@@ -123,11 +123,9 @@ def _intensity_attrs(units: str, forecaster: str) -> dict[str, str]:
 
 def forecast_dataset(
     values: np.ndarray,
-    issue_time: np.datetime64,
     step: np.timedelta64,
-    units: str,
-    processed: xr.Dataset,
     raw: xr.Dataset,
+    processed: xr.Dataset,
     pre: Preprocessor,
     forecaster: str,
     provenance: Mapping[str, Any],
@@ -137,17 +135,15 @@ def forecast_dataset(
     Parameters
     ----------
     values : numpy.ndarray, shape (n_steps, H, W)
-        Forecast in physical ``units`` on the processed grid.
-    issue_time : numpy.datetime64
-        Valid time of the newest input frame (the forecast reference time).
+        Forecast on the processed grid, in the units of the raw frames (``"dBZ"``,
+        ``"mm/h"``, ...).
     step : numpy.timedelta64
         Time between leads (the input cadence).
-    units : str
-        ``"dBZ"``, ``"mm/h"``, ...
-    processed : xarray.Dataset
-        The preprocessed input frames (their grid, coordinates and provenance).
     raw : xarray.Dataset
-        The raw input frames (their grid mapping, attributes).
+        The raw input frames: the newest one's time is the issue time (forecast
+        reference time); their units, grid mapping and source attributes.
+    processed : xarray.Dataset
+        The preprocessed input frames (their grid and provenance).
     pre : Preprocessor
         The preprocessing applied (its crop and resize give the grid,
         :func:`processed_grid`).
@@ -165,7 +161,8 @@ def forecast_dataset(
     values = np.asarray(values, dtype=np.float32)
     n = values.shape[0]
     leads = step * np.arange(1, n + 1)
-    issue = np.datetime64(issue_time, "ns")
+    issue = np.datetime64(raw["time"].values[-1], "ns")
+    units = str(raw[raw.attrs["intensity_variable"]].attrs["units"])
     out = xr.Dataset(
         {
             "intensity": (
@@ -238,33 +235,20 @@ def write_forecast(ds: xr.Dataset, path: PathLike) -> Path:
 
 
 def plot_forecast(
-    inputs: np.ndarray,
-    forecast: np.ndarray,
-    forecaster: str,
-    units: str,
-    frame_minutes: float,
-    path: PathLike,
-    issue_time: np.datetime64,
-    max_frames: int = 8,
+    inputs: np.ndarray, forecast: xr.Dataset, path: PathLike, max_frames: int = 8
 ) -> Path:
     """A PNG strip: the input frames, then the forecast, in physical units.
 
     Parameters
     ----------
     inputs : numpy.ndarray, shape (T_in, H, W)
-        Preprocessed input frames in ``units``.
-    forecast : numpy.ndarray, shape (n_steps, H, W)
-        Forecast in ``units``.
-    forecaster : str
-        Row label.
-    units : str
-        Colour scale (:func:`nowcast.viz.radar_cmap`): ``"dBZ"``, ``"mm/h"`` or ``"1"``.
-    frame_minutes : float
-        Minutes between frames (column titles).
+        Preprocessed input frames in the forecast's units.
+    forecast : xarray.Dataset
+        From :func:`forecast_dataset`: its frames, units (the colour scale of
+        :func:`nowcast.viz.radar_cmap`; grey levels for units it has none for),
+        lead times, issue time and forecaster.
     path : path
         Destination ``.png``.
-    issue_time : numpy.datetime64
-        For the title.
     max_frames : int
         At most this many evenly spaced frames per row.
 
@@ -274,15 +258,18 @@ def plot_forecast(
     """
     from nowcast.viz import available_units, plot_sequence
 
-    shown = units if units in available_units() else "1"
+    units = forecast["intensity"].attrs["units"]
+    name = forecast.attrs["forecaster"]
+    step = forecast["forecast_period"].values[0] / np.timedelta64(1, "m")
+    issue = np.datetime64(forecast["forecast_reference_time"].values, "m")
     fig = plot_sequence(
         inputs,
         None,
-        {forecaster: forecast},
-        frame_minutes=frame_minutes,
-        units=shown,
+        {name: forecast["intensity"].values},
+        frame_minutes=float(step),
+        units=units if units in available_units() else "1",
         max_frames=max_frames,
-        title=f"{forecaster}, issued {np.datetime64(issue_time, 'm')}Z",
+        title=f"{name}, issued {issue}Z",
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

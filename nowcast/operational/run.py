@@ -282,13 +282,13 @@ def make_forecast(
     n_steps = check_n_steps(n_steps or data_cfg.get("output_len") or DEFAULT_N_STEPS)
     cadence = _cadence(frame_minutes, prep, data_cfg)
     raw, files = read_latest(input, input_len, preset, cadence, importer_options)
-    units = _check_units(raw, prep)
+    _check_units(raw, prep)
     processed = prep.preprocessor.transform(raw)
     grey = np.asarray(processed["intensity"].values, dtype=np.float32)
     _check_model_fits(forecaster, grey)
     scale = GreyScale.from_attrs(processed.attrs, **_zr(data_cfg))
     forecast = scale.to_source(_predict(forecaster.model, grey, n_steps))
-    times = raw["time"].values
+    times, name = raw["time"].values, forecaster.name
     step = _step(times, cadence)
     provenance = {
         **forecaster.provenance,
@@ -296,27 +296,9 @@ def make_forecast(
         **_preprocessing_attrs(prep),
         "grey_scale": scale.describe(),
     }
-    ds = forecast_dataset(
-        forecast,
-        times[-1],
-        step,
-        units,
-        processed,
-        raw,
-        prep.preprocessor,
-        forecaster.name,
-        provenance,
-    )
+    pre = prep.preprocessor
+    ds = forecast_dataset(forecast, step, raw, processed, pre, name, provenance)
     path = write_forecast(ds, output)
-    picture = None
-    if plot:
-        picture = plot_forecast(
-            scale.to_source(grey),
-            forecast,
-            forecaster.name,
-            units,
-            float(step / np.timedelta64(1, "m")),
-            Path(output).with_suffix(".png"),
-            times[-1],
-        )
+    png = Path(output).with_suffix(".png")
+    picture = plot_forecast(scale.to_source(grey), ds, png) if plot else None
     return ForecastResult(ds, path, picture)

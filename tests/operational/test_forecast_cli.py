@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from nowcast.data.georef import set_grid
 from nowcast.data.importers import read_image_frames
 from nowcast.data.preprocess import Preprocessor, preprocess_archive
-from nowcast.data.radar import write_radar
+from nowcast.data.radar import open_radar, write_radar
 from nowcast.training.checkpoint import load_checkpoint
 from nowcast.training.trainer import train
 
@@ -69,6 +69,7 @@ def test_fmi_sample_forecast_opens_with_times_units_and_coordinates(tmp_path):
         assert ds.attrs["Conventions"] == "CF-1.8"
         assert ds.attrs["forecaster"] == "Persistence"
         assert ds.attrs["issue_time"] == "2016-09-28T14:55:00Z"
+        assert open_radar(out)["intensity"].dims == ("time", "y", "x")  # a radar file
         raw = read_image_frames(REAL / "fmi", "fmi", progress=False)
         # FMI frames are 1226 x 760 (pixel-index coordinates unless georeferenced);
         # preprocess=hko keeps columns 215..544 and rows 448..777 and resizes them to
