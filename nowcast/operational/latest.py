@@ -117,7 +117,7 @@ def _is_zarr(path: Path) -> bool:
 def _open_zarr(path: Path) -> xr.Dataset:
     """A radar data set in a zarr store, opened lazily."""
     try:
-        ds = xr.open_zarr(path)
+        ds = xr.open_zarr(path, consolidated=None)
     except Exception as err:  # noqa: BLE001 - any failure: not a readable store
         raise OSError(
             f"could not open the zarr store {path} ({err}); write it with "

@@ -222,18 +222,25 @@ def preprocessor_from_steps(steps: list[dict]) -> Preprocessor:
 
 
 # -------------------------------------------------------------- the trainer's hook
+RADAR_SUFFIXES = (".nc", ".zarr")
+
+
 def find_preprocessor_file(processed: PathLike) -> Path | None:
     """The fitted preprocessor saved with a processed file, if there is one.
 
     ``scripts/preprocess.py`` writes ``<stem>_preprocessor.json`` next to
-    ``<stem>.nc``; the synthetic data set writes ``preprocessor.json`` into its
-    folder. A folder ``processed`` is searched for ``preprocessor.json``.
+    ``<stem>.nc`` (or ``<stem>.zarr``); the synthetic data set writes
+    ``preprocessor.json`` into its folder. A folder that is not a zarr store is
+    searched for ``preprocessor.json``.
     """
     processed = Path(processed)
-    folder = processed if processed.is_dir() else processed.parent
-    candidates = [folder / "preprocessor.json"]
-    if not processed.is_dir():
-        candidates.insert(0, processed.with_name(f"{processed.stem}_preprocessor.json"))
+    if processed.is_dir() and processed.suffix not in RADAR_SUFFIXES:
+        candidates = [processed / "preprocessor.json"]
+    else:
+        candidates = [
+            processed.with_name(f"{processed.stem}_preprocessor.json"),
+            processed.parent / "preprocessor.json",
+        ]
     return next((c for c in candidates if c.is_file()), None)
 
 
@@ -260,7 +267,13 @@ def _cached_state(
 
 
 def _file_attrs(path: PathLike) -> dict[str, Any]:
-    """The global attributes of a netCDF file (nothing else is read)."""
+    """The global attributes of a radar netCDF file or zarr store (nothing else)."""
+    path = Path(path)
+    if path.suffix == ".zarr":
+        import xarray as xr
+
+        with xr.open_zarr(path, consolidated=None) as ds:
+            return dict(ds.attrs)
     import netCDF4
 
     with netCDF4.Dataset(path) as nc:
@@ -292,11 +305,14 @@ def checkpoint_preprocessing(dataset: object) -> dict[str, Any] | None:
         (or rebuilt from its recorded steps), plus ``origin``, ``processed_file``,
         ``frame_minutes`` (the training cadence) and ``grey_scale``
         (:meth:`GreyScale.to_dict`); None for data sets without a processed radar file
-        (Moving MNIST, ...) or whose file records no preprocessing (written by hand).
+        (``.nc`` or ``.zarr``; Moving MNIST, ...) or whose file records no
+        preprocessing (written by hand).
         Read once per file (cached).
     """
     path = getattr(dataset, "path", None)
-    if path is None or not Path(path).is_file():
+    if path is None or Path(path).suffix not in RADAR_SUFFIXES:
+        return None  # not a processed radar file (e.g. Moving MNIST's .npy)
+    if not Path(path).exists():
         return None
     times = getattr(dataset, "times", None)
     cadence = None
@@ -331,8 +347,10 @@ def _training_data(data_cfg: Mapping[str, Any]) -> Path | None:
 
 def _from_training_file(root: Path, minutes: float | None) -> Preprocessing | None:
     """The preprocessing saved with (or recorded in) the processed training data."""
-    processed = root / "processed.nc" if root.is_dir() else root
-    attrs = _file_attrs(processed) if processed.is_file() else {}
+    processed = root
+    if root.is_dir() and root.suffix not in RADAR_SUFFIXES:
+        processed = root / "processed.nc"  # the synthetic data set's cache folder
+    attrs = _file_attrs(processed) if processed.exists() else {}
     units = attrs.get("source_units")
     pre_file = find_preprocessor_file(root)
     if pre_file is not None:

@@ -152,3 +152,6 @@ def test_a_processed_file_made_by_hand_carries_nothing(tmp_path):
     ds = make_radar_dataset(np.zeros((3, 4, 4), np.float32), times, units="1")
     path = write_radar(ds, tmp_path / "by_hand.nc")  # no steps, no preprocessor file
     assert checkpoint_preprocessing(SimpleNamespace(path=path, times=times)) is None
+    array = tmp_path / "moving_mnist.npy"  # a data set over another kind of file
+    np.save(array, np.zeros((2, 2)))
+    assert checkpoint_preprocessing(SimpleNamespace(path=array)) is None
