@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from nowcast import __version__
 from nowcast.data.georef import (
     copy_grid,
     grid_crs,
@@ -213,6 +214,7 @@ def _global_attrs(
     attrs.update(
         {
             "Conventions": "CF-1.8",
+            "nowcast_version": __version__,
             "title": f"radar nowcast issued {issued}Z by {forecaster}",
             "featureType": "grid",
             "intensity_variable": "intensity",

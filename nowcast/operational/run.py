@@ -156,6 +156,7 @@ def load_forecaster_for(
         "checkpoint_sha256": _sha256(path),
         "checkpoint_step": int(ckpt.get("step", -1)),
         "model_target": (config.get("model") or {}).get("_target_"),
+        "model_config": config.get("model"),
         "training_command": shipped.get("command"),
         "training_data": (data.get("datasets") or {}).get("path") or data.get("root"),
     }
@@ -180,7 +181,8 @@ def _check_model_fits(forecaster: LoadedForecaster, grey: np.ndarray) -> None:
         )
 
 
-def _check_units(raw: xr.Dataset, prep: Preprocessing) -> str:
+def _check_units(raw: xr.Dataset, prep: Preprocessing) -> None:
+    """Refuse input of another quantity than the training data's (dBZ vs mm/h)."""
     name = raw.attrs["intensity_variable"]
     units = normalise_units(raw[name].attrs.get("units"))
     if prep.source_units is not None and normalise_units(prep.source_units) != units:
@@ -189,7 +191,6 @@ def _check_units(raw: xr.Dataset, prep: Preprocessing) -> str:
             f"{prep.source_units} data; give input of the same quantity (or another "
             "importer preset)"
         )
-    return units
 
 
 def _cadence(

@@ -207,6 +207,24 @@ def test_trained_checkpoint_carries_its_preprocessing(trained, tmp_path):
     assert -10.0 <= float(ds["intensity"].min()) <= float(ds["intensity"].max()) <= 60.0
 
 
+def test_trained_checkpoint_refuses_what_it_cannot_forecast(trained, tmp_path):
+    ckpt_path, raw = trained
+    out = f"output={tmp_path / 'f.nc'}"
+    with pytest.raises(
+        ValueError, match="in mm/h but the forecaster was trained on dBZ"
+    ):
+        _forecast(f"ckpt_path={ckpt_path}", f"input={REAL / 'bom'}", out)
+    odd = Preprocessor(-10.0, 60.0, 30, 0, 15, noise_mask=False, progress=False)
+    odd.save(tmp_path / "odd_preprocessor.json")  # 15 x 15 frames, patch size 4
+    with pytest.raises(ValueError, match=r"1x15x15 .* divisible by its patch size 4"):
+        _forecast(
+            f"ckpt_path={ckpt_path}",
+            f"input={raw}",
+            out,
+            f"preprocessor={tmp_path / 'odd_preprocessor.json'}",
+        )
+
+
 def test_shipped_checkpoint_without_state_uses_the_synthetic_preprocessing(
     tmp_path, monkeypatch
 ):
