@@ -6,10 +6,16 @@ Usage::
     python scripts/train.py +experiment=hko      # the paper's radar setup
     python scripts/train.py trainer.max_epochs=10 data.batch_size=16 loss=balanced_mse
     python scripts/train.py trainer.resume=true  # continue the newest run of this name
+    python scripts/train.py trainer.resume=auto  # ... only if it was interrupted
     torchrun --nproc_per_node=4 scripts/train.py +experiment=hko   # DDP on 4 GPUs
 
 The work is done by :func:`nowcast.training.train`; this script only composes the hydra
 config ``configs/train.yaml`` and hands it over.
+
+Exit status: 0 when the training finished; 75 (``EX_TEMPFAIL``,
+:data:`nowcast.training.preemption.EXIT_PREEMPTED`) when SIGTERM or SIGUSR1 stopped it
+after a step with ``last.pt`` written (requeue the job with ``trainer.resume=auto``);
+1 on an error.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nowcast.training import train
+from nowcast.training.preemption import EXIT_PREEMPTED, TrainingPreempted
 
 
 def _quiet_hydra_on_workers() -> None:
@@ -43,7 +50,11 @@ def _quiet_hydra_on_workers() -> None:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Train; returns the best validation loss (for hydra sweepers)."""
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except TrainingPreempted as stopped:
+        print(stopped, file=sys.stderr, flush=True)
+        sys.exit(EXIT_PREEMPTED)
     return float(metrics["best_val_loss"])
 
 

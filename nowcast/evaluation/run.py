@@ -19,7 +19,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nowcast.evaluation.evaluate import evaluate_forecasters, write_report
+from nowcast.evaluation.evaluate import (
+    evaluate_forecasters,
+    is_main_process,
+    write_report,
+)
 from nowcast.forecast import Forecaster
 
 __all__ = [
@@ -388,6 +392,8 @@ def evaluate_split(
     results = _score(
         forecasters, dataset, ev, scale, n_steps, ev["max_batches"], progress
     )
+    if not is_main_process():  # under torchrun rank 0 alone writes the report
+        return {"results": results, "files": {}, "out_dir": out_dir}
     report_notes = [*_dataset_notes(dataset, scale_note), *notes]
     files = write_report(
         results, out_dir, lead_minutes=frame_minutes, report_notes=report_notes
@@ -498,7 +504,9 @@ def run_test_evaluation(
 
     Called at the end of ``scripts/train.py`` (``evaluate_after_training``); writes into
     ``run_dir / "evaluation"``, prints the table and returns the flat summary of
-    :func:`evaluate_datasets`.
+    :func:`evaluate_datasets`. Under ``torchrun`` every rank calls it and scores its
+    shard of the test split; the sums are reduced across ranks, so every rank returns
+    the same summary, and rank 0 alone writes and prints the report.
     """
     evaluation = evaluation_settings(cfg)
     forecasters: dict[str, Forecaster] = {model_label(cfg): model}
@@ -514,8 +522,9 @@ def run_test_evaluation(
         progress=bool(cfg.get("logging", {}).get("progress_bar", True)),
         notes=[rover_note] if rover_note else [],
     )
-    print("\nTest split:\n" + (out["out_dir"] / "metrics.md").read_text())
-    log.info("evaluation written to %s", out["out_dir"])
+    if is_main_process():
+        print("\nTest split:\n" + (out["out_dir"] / "metrics.md").read_text())
+        log.info("evaluation written to %s", out["out_dir"])
     return out["summary"]
 
 
