@@ -9,7 +9,9 @@ A checkpoint is a ``torch.save`` dictionary with (at least)
 ``step``, ``epoch``, ``batch_in_epoch``  where training stood;
 ``early_stopping``  best validation loss, its step, validations without improvement;
 ``rng``         Python / numpy / torch (CPU and CUDA) random states;
-``metrics``     the latest metrics.
+``metrics``     the latest metrics;
+``preprocessing``  the fitted preprocessor of the processed training data, or None
+                (:func:`nowcast.operational.checkpoint_preprocessing`; forecasts use it).
 
 Writes go to a temporary file in the same directory followed by :func:`os.replace`, so a
 crash mid-write never leaves a truncated ``last.pt`` behind, and a model holding NaN or
