@@ -219,6 +219,14 @@ def _radar_input(
     return None, files
 
 
+def _describe(paths: PathLike | Iterable[PathLike]) -> str:
+    """The input as named in messages: the path, or the first of several and a count."""
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if len(items) <= 2:
+        return ", ".join(str(p) for p in items)
+    return f"{items[0]}, ... ({len(items)} paths)"
+
+
 def read_latest(
     paths: PathLike | Iterable[PathLike],
     input_len: int,
@@ -250,9 +258,8 @@ def read_latest(
         The frames ``(input_len, H, W)`` in the convention (loaded), and the files
         they were read from.
     """
-    where = ", ".join(
-        str(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)
-    )
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    where = _describe(paths)
     ds, files = _radar_input(paths, preset)
     if ds is None:
         preset = preset or guess_preset(files)

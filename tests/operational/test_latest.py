@@ -68,6 +68,13 @@ def test_raw_fmi_files_only_the_newest_are_read(fmi_files):
     assert ds.sizes == {"time": 2, "y": 1226, "x": 760}
 
 
+def test_globs_and_lists_of_raw_files(fmi_files):
+    ds, files = read_latest(str(REAL / "fmi" / "*.pgm.gz"), 1)
+    assert files == fmi_files[-1:] and ds.sizes["time"] == 1
+    with pytest.raises(ValueError, match=r"fmi.*, \.\.\. \(3 paths\) holds 3 frame"):
+        read_latest(iter(fmi_files), 4)  # any iterable, named briefly in the error
+
+
 def test_presets_are_guessed_from_names_and_variables(fmi_files):
     assert guess_preset(fmi_files) == "fmi"
     assert guess_preset(sorted((REAL / "bom").glob("*.nc"))) == "bom"
