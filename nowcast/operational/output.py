@@ -41,6 +41,7 @@ __all__ = [
     "STANDARD_NAMES",
     "processed_axis",
     "processed_grid",
+    "raw_projection",
     "forecast_dataset",
     "write_forecast",
     "plot_forecast",
@@ -97,6 +98,20 @@ def processed_grid(raw: xr.Dataset, pre: Preprocessor) -> tuple[np.ndarray, np.n
     )
 
 
+def raw_projection(raw: xr.Dataset) -> str | None:
+    """The projection of a raw grid: its ``crs`` (:func:`grid_crs`), else the WKT of a
+    CF grid-mapping variable it carries under another name (e.g. BOM's ``proj``)."""
+    crs = grid_crs(raw)
+    if crs is not None or "x" not in raw.coords:
+        return crs
+    for var in raw.data_vars.values():
+        if var.ndim == 0 and "grid_mapping_name" in var.attrs:
+            import pyproj
+
+            return pyproj.CRS.from_cf(dict(var.attrs)).to_wkt()
+    return None
+
+
 def _grid(
     out: xr.Dataset, processed: xr.Dataset, raw: xr.Dataset, pre: Preprocessor
 ) -> xr.Dataset:
@@ -104,12 +119,13 @@ def _grid(
     if is_georeferenced(processed):  # the preprocessing kept the grid itself
         return copy_grid(processed, out)
     x, y = processed_grid(raw, pre)
-    if not is_georeferenced(raw):
+    crs = raw_projection(raw)
+    if crs is None:
         return out.assign_coords(
             x=("x", x, _PIXEL_AXIS["x"]), y=("y", y, _PIXEL_AXIS["y"])
         )
     units = str(raw["x"].attrs.get("units", "m"))
-    return set_grid(out, x, y, grid_crs(raw), units=units)
+    return set_grid(out, x, y, crs, units=units)
 
 
 def _intensity_attrs(units: str, forecaster: str) -> dict[str, str]:

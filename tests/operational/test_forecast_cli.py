@@ -143,6 +143,13 @@ def test_bom_rain_rates_with_rover(tmp_path):
             np.isfinite(values).all() and 0.0 <= values.min() and values.max() <= 50.0
         )
         assert '"_target_": "nowcast.baselines.Rover"' in ds.attrs["forecaster_config"]
+        # BOM's 512 x 512 grid of 0.5 km cells (x, y in km, Albers grid mapping):
+        # crop 330 from cell 91, 100 cells of 1.65 km whose outer edges are the crop's
+        assert ds["crs"].attrs["grid_mapping_name"] == "albers_conical_equal_area"
+        assert ds["x"].attrs["units"] == "km"
+        np.testing.assert_allclose(
+            ds["x"].values, -128.0 + 91 * 0.5 - 0.25 + 1.65 * (np.arange(100) + 0.5)
+        )
 
 
 def test_cadence_and_forecaster_errors(tmp_path):
