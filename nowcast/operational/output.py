@@ -132,6 +132,7 @@ def _intensity_attrs(units: str, forecaster: str) -> dict[str, str]:
     attrs = {
         "units": units,
         "long_name": f"forecast radar intensity ({forecaster})",
+        "comment": "NaN where no input frame observed the cell (outside coverage)",
     }
     if units in STANDARD_NAMES:
         attrs["standard_name"] = STANDARD_NAMES[units]

@@ -23,6 +23,7 @@ import torch
 import xarray as xr
 
 from nowcast.data.physical import GreyScale, normalise_units
+from nowcast.data.preprocess import COVERAGE
 from nowcast.forecast import Forecaster, check_n_steps
 from nowcast.operational.latest import read_latest
 from nowcast.operational.output import (
@@ -211,6 +212,20 @@ def _step(times: np.ndarray, cadence: np.timedelta64 | None) -> np.timedelta64:
     return cadence
 
 
+def _mask_unobserved(
+    forecast: np.ndarray, processed: xr.Dataset
+) -> tuple[np.ndarray, int]:
+    """NaN where no input frame observed a cell (outside radar coverage), and how many.
+
+    The preprocessing marks a processed cell unobserved when less than
+    ``min_coverage`` of its raw footprint had data (the ``coverage`` variable).
+    """
+    if COVERAGE not in processed:
+        return forecast, 0
+    never = ~np.asarray(processed[COVERAGE].values, dtype=bool).any(axis=0)
+    return np.where(never[None], np.float32(np.nan), forecast), int(never.sum())
+
+
 def _predict(model: Forecaster, grey: np.ndarray, n_steps: int) -> np.ndarray:
     """(T, H, W) grey levels -> (n_steps, H, W) forecast grey levels in [0, 1]."""
     device = next(iter(getattr(model, "parameters", lambda: iter(()))()), None)
@@ -289,6 +304,7 @@ def make_forecast(
     _check_model_fits(forecaster, grey)
     scale = GreyScale.from_attrs(processed.attrs, **_zr(data_cfg))
     forecast = scale.to_source(_predict(forecaster.model, grey, n_steps))
+    forecast, n_unobserved = _mask_unobserved(forecast, processed)
     times, name = raw["time"].values, forecaster.name
     step = _step(times, cadence)
     provenance = {
@@ -296,6 +312,7 @@ def make_forecast(
         **input_summary(files, times),
         **_preprocessing_attrs(prep),
         "grey_scale": scale.describe(),
+        "unobserved_cells": n_unobserved,
     }
     pre = prep.preprocessor
     ds = forecast_dataset(forecast, step, raw, processed, pre, name, provenance)
