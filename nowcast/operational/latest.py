@@ -142,7 +142,9 @@ def guess_preset(files: Sequence[Path]) -> str:
     Parameters
     ----------
     files : sequence of pathlib.Path
-        Raw files of one archive (the first decides for netCDF).
+        Raw files of one archive: a preset fits when the time pattern parses every
+        file its ``glob`` matches (other files, e.g. a README, are left out), or, for
+        netCDF, when the first ``.nc`` file holds the preset's variable.
 
     Returns
     -------
@@ -167,17 +169,19 @@ def guess_preset(files: Sequence[Path]) -> str:
 def _preset_fits(name: str, files: Sequence[Path]) -> bool:
     preset = importers.get_preset(name)
     variable = getattr(preset, "variable", None)
-    if variable is not None and files[0].suffix == ".nc":
+    netcdf = [f for f in files if f.suffix == ".nc"]
+    if variable is not None and netcdf:
         try:
-            with xr.open_dataset(files[0], engine="netcdf4") as ds:
+            with xr.open_dataset(netcdf[0], engine="netcdf4") as ds:
                 return variable in ds.variables
         except (OSError, ValueError):
             return False
     pattern = getattr(preset, "pattern", None)
-    if not pattern or not all(f.match(preset.glob) for f in files):
+    matching = [f for f in files if f.match(preset.glob)]
+    if not pattern or not matching:
         return False
     try:
-        for f in files:
+        for f in matching:
             importers.parse_time(f, pattern)
     except ValueError:
         return False
@@ -213,9 +217,9 @@ def _radar_input(
     if len(items) == 1 and _is_zarr(Path(items[0])):
         return _open_zarr(Path(items[0])), [Path(items[0])]
     files = importers.expand_paths(items)
-    if preset is None and all(f.suffix == ".nc" for f in files):
-        if _is_radar_netcdf(files[-1]):
-            return open_radar(files), files
+    netcdf = [f for f in files if f.suffix == ".nc"]
+    if preset is None and netcdf and _is_radar_netcdf(netcdf[-1]):
+        return open_radar(netcdf), netcdf
     return None, files
 
 
@@ -263,6 +267,7 @@ def read_latest(
     ds, files = _radar_input(paths, preset)
     if ds is None:
         preset = preset or guess_preset(files)
+        files = importers.expand_paths(paths, importers.get_preset(preset).glob)
         files = _candidate_files(files, preset, int(input_len))
         ds = _read_raw(files, preset, dict(options or {}))
     index = select_latest(ds["time"].values, input_len, cadence, where=where)

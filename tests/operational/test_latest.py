@@ -80,6 +80,15 @@ def test_presets_are_guessed_from_names_and_variables(fmi_files):
     assert guess_preset(sorted((REAL / "bom").glob("*.nc"))) == "bom"
 
 
+def test_other_files_in_a_folder_are_left_out(fmi_files, tmp_path):
+    for f in fmi_files:
+        (tmp_path / f.name).symlink_to(f)
+    (tmp_path / "README.txt").write_text("FMI frames")
+    assert guess_preset(sorted(tmp_path.iterdir())) == "fmi"
+    ds, files = read_latest(tmp_path, 1)
+    assert files == [tmp_path / fmi_files[-1].name]
+
+
 def test_no_fitting_preset_lists_them(tmp_path):
     odd = tmp_path / "frame_0001.png"
     odd.write_bytes(b"")
