@@ -437,7 +437,14 @@ def resolve_preprocessing(
         )
     state = None if checkpoint is None else checkpoint.get(CHECKPOINT_KEY)
     if state is not None:
-        return _from_checkpoint(state)
+        found = _from_checkpoint(state)
+        if preprocess is not None:
+            found.notes.append(
+                "the preprocess config given was ignored: the checkpoint carries the "
+                "preprocessing it was trained with (pass preprocessor=<file> to "
+                "replace it)"
+            )
+        return found
     if preprocess is not None:
         return Preprocessing(
             preprocessor_from_config(preprocess),

@@ -115,7 +115,9 @@ def test_resolution_order(processed_file, tmp_path):
     # 1. an explicit fitted preprocessor file wins
     assert str(pre_file) in resolve_preprocessing(ckpt, pre_file, given).origin
     # 2. then the checkpoint's state, 3. then the preprocess config
-    assert resolve_preprocessing(ckpt, None, given).origin.startswith("the checkpoint")
+    from_ckpt = resolve_preprocessing(ckpt, None, given)
+    assert from_ckpt.origin.startswith("the checkpoint")
+    assert "preprocess config given was ignored" in from_ckpt.notes[0]
     old = {"config": data}  # a checkpoint without the state
     assert resolve_preprocessing(old, None, given).preprocessor.resize_to == (8, 8)
     # 4. the training data the checkpoint names: the preprocessor file next to it
