@@ -165,7 +165,12 @@ def load_forecaster_for(
 
 
 def _check_model_fits(forecaster: LoadedForecaster, grey: np.ndarray) -> None:
-    """Refuse processed frames ``(T, H, W)`` the model cannot take (patch, size)."""
+    """Refuse processed frames ``(T, H, W)`` a trained model cannot take (patch, size).
+
+    Baselines take any frame size.
+    """
+    if forecaster.checkpoint is None:
+        return
     model, c, (h, w) = forecaster.model, 1, grey.shape[-2:]
     ckpt_path = forecaster.provenance.get("checkpoint", forecaster.name)
     channels = getattr(model, "in_channels", c)
@@ -177,8 +182,8 @@ def _check_model_fits(forecaster: LoadedForecaster, grey: np.ndarray) -> None:
             f"forecaster of {ckpt_path} takes {channels} channel(s), H and W divisible "
             f"by its patch size {patch}"
             + (f" and {tuple(size)} frames" if size else "")
-            + "; use the preprocessing it was trained with (preprocessor=... or "
-            "preprocess.resize_to=...)"
+            + "; use the preprocessing it was trained with (or pass preprocessor="
+            "<fitted preprocessor .json> whose resize_to fits)"
         )
 
 
