@@ -129,6 +129,10 @@ def autocast(
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+#: Losses that need the training set's grey scale besides the balanced ones.
+SCALED_LOSSES = ("rain_mse",)
+
+
 def build_loss(
     loss_cfg: Mapping[str, Any], train_set: Dataset | None = None
 ) -> nn.Module:
@@ -145,7 +149,7 @@ def build_loss(
         k: v for k, v in dict(loss_cfg).items() if k not in ("name", "masked", *legacy)
     }
     name = str(loss_cfg.get("name", "bce"))
-    if name.startswith("balanced"):
+    if name.startswith("balanced") or name in SCALED_LOSSES:
         if any(k in loss_cfg for k in legacy):
             log.info(
                 "balanced loss: config keys %s ignored (the data's scale wins)", legacy
@@ -159,7 +163,7 @@ def build_loss(
                     "or loss=mse for data without physical units"
                 )
             cfg["scale"] = scale
-            log.info("balanced loss: %s", scale.describe())
+            log.info("%s loss: %s", name, scale.describe())
     return get_loss(name, **cfg)
 
 
