@@ -625,17 +625,7 @@ class MetricAccumulator(SumAccumulator):
             one id for the whole batch; default one group (id -1). Sums are kept per
             group for the bootstrap of :mod:`nowcast.evaluation.bootstrap`.
         """
-        pred, target = _as_5d(pred, "pred"), _as_5d(target, "target")
-        if pred.shape != target.shape:
-            raise ValueError(
-                f"pred and target must have the same shape, got {tuple(pred.shape)} "
-                f"and {tuple(target.shape)}"
-            )
-        if pred.device != target.device:
-            raise ValueError(
-                f"pred and target must be on the same device, got {pred.device} and "
-                f"{target.device}; move one with .to(...)"
-            )
+        check_pair(pred, target)
         n_leads, device = pred.shape[1], pred.device
         valid = _broadcast_mask(mask, pred.shape, device)  # float 0/1, broadcastable
         if self._state is None:
@@ -908,6 +898,23 @@ def _check_aggregation(aggregation: str) -> None:
     if aggregation not in ("pooled", "per_frame"):
         raise ValueError(
             f"aggregation must be 'pooled' or 'per_frame', got {aggregation!r}"
+        )
+
+
+def check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
+    """Refuse a forecast / observation pair that is not two (B, T, C, H, W) tensors
+    of one shape on one device (the accumulators' ``update`` input)."""
+    _as_5d(pred, "pred")
+    _as_5d(target, "target")
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"pred and target must have the same shape, got {tuple(pred.shape)} "
+            f"and {tuple(target.shape)}"
+        )
+    if pred.device != target.device:
+        raise ValueError(
+            f"pred and target must be on the same device, got {pred.device} and "
+            f"{target.device}; move one with .to(...)"
         )
 
 

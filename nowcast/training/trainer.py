@@ -467,7 +467,8 @@ def train(
     env = init_distributed(tcfg.get("accelerator", "auto"), tcfg.get("dist_backend"))
     try:
         with StopRequest() as stop_request:
-            metrics = _train(cfg, plain, env, run_dir, callbacks, stop_request)
+            run = _set_up(cfg, plain, env, run_dir, callbacks)
+            metrics = _train(run, stop_request)
     except TrainingPreempted:
         cleanup_distributed()  # (every rank stopped at the same step, after a barrier)
         raise
@@ -589,16 +590,9 @@ class _Run:
         return self.run_dir / "checkpoints"
 
 
-def _train(
-    cfg: DictConfig | Mapping[str, Any],
-    plain: dict[str, Any],
-    env: DistEnv,
-    run_dir_arg: str | os.PathLike | None,
-    callbacks: Callbacks,
-    stop_request: StopRequest,
-) -> dict[str, float]:
-    """Set up, resume, fit, wrap up, test: the run from top to bottom."""
-    run = _set_up(cfg, plain, env, run_dir_arg, callbacks)
+def _train(run: _Run, stop_request: StopRequest) -> dict[str, float]:
+    """Resume, fit, wrap up, test a set-up run: the loop from top to bottom."""
+    plain, env = run.plain, run.env
     _resume(run)
     log_cfg = _section(plain, "logging")
     logger = MetricsLogger(
