@@ -253,18 +253,11 @@ def accumulate_forecasts(
         0,
     )
     seconds = dict.fromkeys(forecasters, 0.0)
-    loader = DataLoader(
-        Subset(dataset, indices.tolist()),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-    )
-    batches: Any = loader
+    batches = _shard_batches(dataset, indices, batch_size, num_workers, device)
     if progress and is_main_process():
         from tqdm.auto import tqdm
 
-        batches = tqdm(loader, total=len(loader), desc="evaluate", unit="batch")
+        batches = tqdm(batches, desc="evaluate", unit="batch")
     n_seq = 0
     for batch in batches:
         inputs, targets, batch_mask = _batch_on_device(
@@ -279,13 +272,30 @@ def accumulate_forecasts(
             pred, dt = _timed_predict(name, fc, inputs, n_steps, targets.shape)
             seconds[name] += dt
             accumulators[name].update(pred.to(device), targets, *extra, **kw)
-    if batches is not loader:
+    if hasattr(batches, "close"):
         batches.close()
     return {
         "predict_seconds": _sum_over_processes(seconds),
         "n_sequences": int(_sum_over_processes({"n": n_seq})["n"]),
         "mask_counts": _sum_over_processes(counts),
     }
+
+
+def _shard_batches(
+    dataset: Dataset,
+    indices: np.ndarray,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+) -> DataLoader:
+    """Batches of this rank's items ``indices`` of ``dataset``, in order."""
+    return DataLoader(
+        Subset(dataset, indices.tolist()),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
 
 
 def _batch_on_device(
