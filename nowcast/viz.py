@@ -774,11 +774,7 @@ def plot_metrics_by_lead_time(
     table = _score_table(scores, metrics)
     leads_for = _lead_axis(lead_minutes)
     fig, grid = _panel_grid(len(metrics), ncols, panel_size, extra_width=1.8)
-    cycle = [c["color"] for c in rcParams["axes.prop_cycle"]]
-    colour = {n: cycle[i % len(cycle)] for i, n in enumerate(names)}
-    for r in reference or {}:
-        if str(r) not in colour:
-            colour[str(r)] = cycle[len(colour) % len(cycle)]
+    colour = _line_colours([*names, *map(str, reference or {})])
     for ax, k in zip(grid, metrics, strict=False):
         for n in names:
             y = table[n][k]
@@ -796,6 +792,15 @@ def plot_metrics_by_lead_time(
         _label_lead_panel(ax, metric_label(k))
     _figure_legend(fig, grid[: len(metrics)])
     return fig
+
+
+def _line_colours(names: Sequence[str]) -> dict[str, str]:
+    """One colour of matplotlib's cycle per distinct name, in order."""
+    cycle = [c["color"] for c in rcParams["axes.prop_cycle"]]
+    colour: dict[str, str] = {}
+    for n in names:
+        colour.setdefault(n, cycle[len(colour) % len(cycle)])
+    return colour
 
 
 def _choose_metrics(

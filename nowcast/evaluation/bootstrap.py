@@ -224,12 +224,8 @@ def bootstrap_intervals(
         name: {k: _lead_mean(v) for k, v in _full_scores(acc, keys).items()}
         for name, acc in accumulators.items()
     }
-    meta = {
-        "n_resamples": int(n_resamples),
-        "seed": int(seed),
-        "level": float(level),
-        "n_groups": len(ids),
-    }
+    meta = dict(n_resamples=int(n_resamples), seed=int(seed), level=float(level))
+    meta["n_groups"] = len(ids)
     out: dict[str, dict[str, Any]] = {}
     for name in accumulators:
         res: dict[str, Any] = {"ci": {}, "ci_per_lead": {}, "diff": {}}
