@@ -620,17 +620,11 @@ def evaluate_sequences(
             f"{list(PAPER_TABLE1)}"
         )
     accs = {name: SequenceMetricAccumulator() for name in forecasters}
-    seconds = accumulate_forecasts(
-        forecasters,
-        dataset,
-        accs,
-        n_steps,
-        batch_size,
-        device,
-        progress=progress,
-        max_batches=max_batches,
-        num_workers=num_workers,
-    )["predict_seconds"]
+    loop = dict(progress=progress, max_batches=max_batches, num_workers=num_workers)
+    run = accumulate_forecasts(
+        forecasters, dataset, accs, n_steps, batch_size, device, **loop
+    )
+    seconds = run["predict_seconds"]
 
     results: dict[str, dict[str, Any]] = {}
     for name, acc in accs.items():
