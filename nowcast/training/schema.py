@@ -23,7 +23,11 @@ What is checked:
 
 Top-level keys and groups not listed here (other tasks' groups) pass unchecked; a
 new section gets checked by adding a dataclass to :data:`SECTION_SCHEMAS`, a data
-factory's extra keys by adding one to :data:`DATA_SCHEMAS`.
+factory's extra keys by adding one to :data:`DATA_SCHEMAS`, another task's
+``evaluation`` / ``loss`` keys by adding its schemas to :data:`TASK_SCHEMAS` (until
+then, a run with ``task`` other than ``forecast`` has those two sections checked for
+the forecast keys they share, its own keys let through). A loss outside the built-in
+ones is likewise checked only for the keys it shares with :class:`LossSchema`.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ __all__ = [
     "validate_config",
     "check_patch_size",
     "SECTION_SCHEMAS",
+    "TASK_SCHEMAS",
     "DATA_SCHEMAS",
     "TrainerSchema",
     "EarlyStoppingSchema",
@@ -209,6 +214,28 @@ SECTION_SCHEMAS: dict[str, type] = {
     "logging": LoggingSchema,
     "evaluation": EvaluationSchema,
     "loss": LossSchema,
+}
+
+#: The sections whose schema above is the forecast task's: for a run with another
+#: ``task``, they are checked against ``TASK_SCHEMAS[task][section]`` when the task
+#: registers one, else only for the keys the forecast schema knows (no refusal of
+#: the task's own keys).
+TASK_SPECIFIC_SECTIONS = ("evaluation", "loss")
+
+#: Task name -> {section: schema} for the task-specific sections of its runs.
+TASK_SCHEMAS: dict[str, dict[str, type]] = {}
+
+#: The keys each built-in loss takes; a loss registered elsewhere is checked only for
+#: the keys of :class:`LossSchema` it shares.
+LOSS_KEYS: dict[str, frozenset[str]] = {
+    **dict.fromkeys(
+        ("bce", "mse", "mae"),
+        frozenset({"name", "masked", "dbz_min", "dbz_max", "a", "b"}),  # legacy 4
+    ),
+    **dict.fromkeys(
+        ("balanced_mse", "balanced_mae"),
+        frozenset(f.name for f in dataclasses.fields(LossSchema)),
+    ),
 }
 
 #: Data sections are checked for :class:`DataSchema`'s keys only (open schemas):
@@ -395,6 +422,12 @@ def _check_data(data: Mapping[str, Any], errors: list[str]) -> None:
         check_node(data, DATA_SCHEMAS[target], "data", errors)
 
 
+def _loss_keys_known(loss: Mapping[str, Any]) -> bool:
+    """Whether the loss is a built-in one whose keys :data:`LOSS_KEYS` lists; the
+    keys it does not take are refused then (``loss=bce`` with ``thresholds``)."""
+    return str(loss.get("name", "bce")) in LOSS_KEYS
+
+
 def _check_loss(loss: Mapping[str, Any], errors: list[str]) -> None:
     from nowcast.training.losses import available_losses
 
@@ -403,6 +436,14 @@ def _check_loss(loss: Mapping[str, Any], errors: list[str]) -> None:
         errors.append(
             f"loss.name={name!r}: expected one of {', '.join(available_losses())}"
         )
+    allowed = LOSS_KEYS.get(str(name))
+    if allowed is not None:
+        for key in sorted(set(loss) - allowed):
+            if key in {f.name for f in dataclasses.fields(LossSchema)}:
+                errors.append(
+                    f"loss.{key} is not a parameter of loss {name!r} (it takes: "
+                    f"{', '.join(sorted(allowed))})"
+                )
     th, w = loss.get("thresholds"), loss.get("weights")
     if isinstance(th, list) and isinstance(w, list) and len(w) != len(th) + 1:
         errors.append(
@@ -426,10 +467,17 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
         expected.
     """
     errors: list[str] = []
+    task = str(cfg.get("task") or "forecast")
     for section, schema in SECTION_SCHEMAS.items():
         node = cfg.get(section)
+        strict = True
+        if section in TASK_SPECIFIC_SECTIONS and task != "forecast":
+            own = TASK_SCHEMAS.get(task, {})
+            schema, strict = own.get(section, schema), section in own
+        if section == "loss" and isinstance(node, Mapping):
+            strict = strict and _loss_keys_known(node)
         if isinstance(node, Mapping):
-            check_node(node, schema, section, errors)
+            check_node(node, schema, section, errors, strict=strict)
         elif node is not None:
             errors.append(f"{section}={node!r}: expected a mapping (a config group)")
     if isinstance(cfg.get("data"), Mapping):

@@ -51,6 +51,17 @@ def test_unknown_groups_and_top_level_sections_pass():
     validate_config(cfg)
 
 
+def test_another_tasks_evaluation_keys_pass_but_shared_ones_are_checked():
+    extra = "+evaluation.wet_threshold=0.1"
+    with pytest.raises(ConfigError, match="evaluation.wet_threshold is not a known"):
+        validate_config(_plain([extra]))  # the forecast task has no such key
+    validate_config(_plain(["+task=series", extra]))
+    with pytest.raises(ConfigError, match="evaluation.batch_size=0: expected an int"):
+        validate_config(_plain(["+task=series", extra, "evaluation.batch_size=0"]))
+    with pytest.raises(ConfigError, match="loss.thresholds is not a parameter of loss"):
+        validate_config(_plain(["loss=bce", "+loss.thresholds=[2.0]"]))
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
