@@ -253,18 +253,11 @@ def accumulate_forecasts(
         0,
     )
     seconds = dict.fromkeys(forecasters, 0.0)
-    loader = DataLoader(
-        Subset(dataset, indices.tolist()),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-    )
-    batches: Any = loader
+    batches = _shard_batches(dataset, indices, batch_size, num_workers, device)
     if progress and is_main_process():
         from tqdm.auto import tqdm
 
-        batches = tqdm(loader, total=len(loader), desc="evaluate", unit="batch")
+        batches = tqdm(batches, desc="evaluate", unit="batch")
     n_seq = 0
     for batch in batches:
         inputs, targets, batch_mask = _batch_on_device(
@@ -279,13 +272,30 @@ def accumulate_forecasts(
             pred, dt = _timed_predict(name, fc, inputs, n_steps, targets.shape)
             seconds[name] += dt
             accumulators[name].update(pred.to(device), targets, *extra, **kw)
-    if batches is not loader:
+    if hasattr(batches, "close"):
         batches.close()
     return {
         "predict_seconds": _sum_over_processes(seconds),
         "n_sequences": int(_sum_over_processes({"n": n_seq})["n"]),
         "mask_counts": _sum_over_processes(counts),
     }
+
+
+def _shard_batches(
+    dataset: Dataset,
+    indices: np.ndarray,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+) -> DataLoader:
+    """Batches of this rank's items ``indices`` of ``dataset``, in order."""
+    return DataLoader(
+        Subset(dataset, indices.tolist()),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
 
 
 def _batch_on_device(
@@ -454,36 +464,44 @@ def evaluate_forecasters(
         num_workers=num_workers,
         groups=groups,
     )
-    seconds, n_seq = run["predict_seconds"], run["n_sequences"]
-
-    results: dict[str, dict] = {}
-    for name, acc in accs.items():
-        with warnings.catch_warnings(record=True):  # notes are kept in the result
-            warnings.simplefilter("always")
-            res = acc.all_reduce().compute()
-        res["predict_seconds"] = seconds[name]
-        res["n_sequences"] = n_seq
-        res["mask_counts"] = dict(run["mask_counts"])
-        res["support"] = {
-            "windows": n_seq,
-            "blocks": res["n_groups"],
-            "event_pixels": res["event_pixels"],
-        }
-        if group_note:
-            res["notes"] = [*res["notes"], group_note]
-        results[name] = res
+    results = {name: _scores(acc, run, name, group_note) for name, acc in accs.items()}
     _add_intervals(results, accs, bootstrap, reference)
     ref = [n for n, fc in forecasters.items() if _is_persistence(n, fc)]
     if ref:
-        base = results[ref[0]]["rainfall_mse_by_lead"]
-        for res in results.values():
-            with np.errstate(divide="ignore", invalid="ignore"):
-                skill = 1.0 - res["rainfall_mse_by_lead"] / base
-            res["rainfall_mse_skill_by_lead"] = skill
-            res["rainfall_mse_skill"] = (
-                float(np.nanmean(skill)) if np.isfinite(skill).any() else float("nan")
-            )
+        _add_skill(results, results[ref[0]]["rainfall_mse_by_lead"])
     return results
+
+
+def _scores(
+    acc: MetricAccumulator, run: Mapping[str, Any], name: str, group_note: str | None
+) -> dict[str, Any]:
+    """One forecaster's scores (summed over ranks) with the run's counts and notes."""
+    with warnings.catch_warnings(record=True):  # notes are kept in the result
+        warnings.simplefilter("always")
+        res = acc.all_reduce().compute()
+    n_seq = run["n_sequences"]
+    res["predict_seconds"] = run["predict_seconds"][name]
+    res["n_sequences"] = n_seq
+    res["mask_counts"] = dict(run["mask_counts"])
+    res["support"] = {
+        "windows": n_seq,
+        "blocks": res["n_groups"],
+        "event_pixels": res["event_pixels"],
+    }
+    if group_note:
+        res["notes"] = [*res["notes"], group_note]
+    return res
+
+
+def _add_skill(results: Mapping[str, dict], base: np.ndarray) -> None:
+    """``rainfall_mse_skill(_by_lead)`` = 1 - MSE / MSE(persistence) per lead."""
+    for res in results.values():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            skill = 1.0 - res["rainfall_mse_by_lead"] / base
+        res["rainfall_mse_skill_by_lead"] = skill
+        res["rainfall_mse_skill"] = (
+            float(np.nanmean(skill)) if np.isfinite(skill).any() else float("nan")
+        )
 
 
 def _add_intervals(
@@ -693,39 +711,8 @@ def markdown_table(
         lines += _table(results, cols)
     sizes = list(first.get("fss_sizes") or [])
     if sizes and thresholds:
-        lines += [
-            "",
-            "Fractions skill score by threshold / neighbourhood (pixels):",
-            "",
-            "| forecaster | threshold | "
-            + " | ".join(f"FSS {n}" for n in sizes)
-            + " |",
-            "|---|---|" + "---|" * len(sizes),
-        ]
-        for name, res in results.items():
-            for t in thresholds:
-                cells = [_cell(res, f"fss@{t:g}/{n}") for n in sizes]
-                lines.append(f"| {name} | {t:g} | " + " | ".join(cells) + " |")
-    ref = first.get("reference")
-    if ref and any(res.get("diff") for res in results.values()):
-        prim = _primary(first)
-        mid = sizes[len(sizes) // 2] if sizes else None
-        cols = [
-            (threshold_key("csi", prim), f"CSI {prim:g}"),
-            (threshold_key("hss", prim), f"HSS {prim:g}"),
-            ("rainfall_mse", "Rainfall-MSE"),
-            ("correlation", "Correlation"),
-            ("b_mse", "B-MSE"),
-        ]
-        if mid is not None:
-            cols.append((f"fss@{prim:g}/{mid}", f"FSS {prim:g}/{mid}"))
-        lines += [
-            "",
-            f"Paired difference against {ref} (forecaster minus {ref}, same "
-            "resamples; metrics.json holds every threshold):",
-            "",
-            *_table(results, cols, _diff_cell),
-        ]
+        lines += _fss_table(results, thresholds, sizes)
+    lines += _paired_difference_table(results, first, sizes)
     support = [
         line
         for line in _support_lines(first)
@@ -734,32 +721,93 @@ def markdown_table(
     ]  # fmt: skip
     if support:
         lines += ["", *support]
+    lines += _notes_lines(results, report_notes)
+    if paper:
+        lines += _paper_table_lines()
+    return "\n".join(lines) + "\n"
+
+
+def _fss_table(
+    results: Mapping[str, Mapping[str, Any]],
+    thresholds: Sequence[float],
+    sizes: Sequence[int],
+) -> list[str]:
+    """Markdown lines: FSS per forecaster and threshold, one column per size."""
+    lines = [
+        "",
+        "Fractions skill score by threshold / neighbourhood (pixels):",
+        "",
+        "| forecaster | threshold | " + " | ".join(f"FSS {n}" for n in sizes) + " |",
+        "|---|---|" + "---|" * len(sizes),
+    ]
+    for name, res in results.items():
+        for t in thresholds:
+            cells = [_cell(res, f"fss@{t:g}/{n}") for n in sizes]
+            lines.append(f"| {name} | {t:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _paired_difference_table(
+    results: Mapping[str, Mapping[str, Any]],
+    first: Mapping[str, Any],
+    sizes: Sequence[int],
+) -> list[str]:
+    """Markdown lines: the bootstrap's paired differences against the reference."""
+    ref = first.get("reference")
+    if not ref or not any(res.get("diff") for res in results.values()):
+        return []
+    prim = _primary(first)
+    mid = sizes[len(sizes) // 2] if sizes else None
+    cols = [
+        (threshold_key("csi", prim), f"CSI {prim:g}"),
+        (threshold_key("hss", prim), f"HSS {prim:g}"),
+        ("rainfall_mse", "Rainfall-MSE"),
+        ("correlation", "Correlation"),
+        ("b_mse", "B-MSE"),
+    ]
+    if mid is not None:
+        cols.append((f"fss@{prim:g}/{mid}", f"FSS {prim:g}/{mid}"))
+    return [
+        "",
+        f"Paired difference against {ref} (forecaster minus {ref}, same "
+        "resamples; metrics.json holds every threshold):",
+        "",
+        *_table(results, cols, _diff_cell),
+    ]
+
+
+def _notes_lines(
+    results: Mapping[str, Mapping[str, Any]], report_notes: Sequence[str]
+) -> list[str]:
+    """Markdown lines: the run's notes, those all forecasters share, then each one's."""
     per_name = {name: list(res.get("notes", [])) for name, res in results.items()}
     common = [n for n in next(iter(per_name.values())) if
               all(n in v for v in per_name.values())]  # fmt: skip
     notes = [f"- {n}" for n in [*report_notes, *common]] + [
         f"- {name}: {n}" for name, v in per_name.items() for n in v if n not in common
     ]
-    if notes:
-        lines += ["", "Notes:", "", *notes]
-    if paper:
-        lines += [
-            "",
-            "Published (Shi et al. 2015, HKO radar, 15 leads; not the same data). The "
-            "paper converts reflectivity to rain rate with its own HKO Z-R relation, "
-            "reported as a = 118.239, b = 1.5241 (dBZ = 10 log10 a + 10 b log10 R; not "
-            "verified), not the HKO-7 benchmark's a = 58.53, b = 1.56: Rainfall-MSE "
-            "depends on the Z-R relation (and on the data), so compare its ordering, not "
-            "its values; CSI, FAR and POD at 0.5 mm/h depend on it only through the "
-            "threshold's dBZ:",
-            "",
-            "| model | " + " | ".join(PAPER_COLUMNS.values()) + " |",
-            "|---|" + "---|" * len(PAPER_COLUMNS),
-        ]
-        for name, row in PAPER_TABLE.items():
-            cells = [_fmt(row[k]) for k in PAPER_COLUMNS]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return ["", "Notes:", "", *notes] if notes else []
+
+
+def _paper_table_lines() -> list[str]:
+    """Markdown lines: Shi et al. (2015)'s radar table with the caveat on Z-R."""
+    lines = [
+        "",
+        "Published (Shi et al. 2015, HKO radar, 15 leads; not the same data). The "
+        "paper converts reflectivity to rain rate with its own HKO Z-R relation, "
+        "reported as a = 118.239, b = 1.5241 (dBZ = 10 log10 a + 10 b log10 R; not "
+        "verified), not the HKO-7 benchmark's a = 58.53, b = 1.56: Rainfall-MSE "
+        "depends on the Z-R relation (and on the data), so compare its ordering, not "
+        "its values; CSI, FAR and POD at 0.5 mm/h depend on it only through the "
+        "threshold's dBZ:",
+        "",
+        "| model | " + " | ".join(PAPER_COLUMNS.values()) + " |",
+        "|---|" + "---|" * len(PAPER_COLUMNS),
+    ]
+    for name, row in PAPER_TABLE.items():
+        cells = [_fmt(row[k]) for k in PAPER_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _jsonable(x: Any) -> Any:

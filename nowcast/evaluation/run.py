@@ -377,18 +377,7 @@ def evaluate_split(
     device = resolve_device(ev["device"])
     if n_steps is None:
         n_steps = int(dataset[0][1].shape[0])
-    if dbz_min is not None or dbz_max is not None:
-        from nowcast.evaluation.metrics import dbz_scale
-
-        scale = dbz_scale(
-            58.53 if zr_a is None else zr_a,
-            1.56 if zr_b is None else zr_b,
-            -10.0 if dbz_min is None else dbz_min,
-            60.0 if dbz_max is None else dbz_max,
-        )
-        scale_note = f"grey levels scored as given by the caller: {scale.describe()}"
-    else:
-        scale, scale_note = dataset_scale(dataset, zr_a, zr_b)
+    scale, scale_note = _scoring_scale(dataset, zr_a, zr_b, dbz_min, dbz_max)
     results = _score(
         forecasters, dataset, ev, scale, n_steps, ev["max_batches"], progress
     )
@@ -409,6 +398,28 @@ def evaluate_split(
         frame_minutes,
     )
     return {"results": results, "files": files, "out_dir": out_dir}
+
+
+def _scoring_scale(
+    dataset: Any,
+    zr_a: float | None,
+    zr_b: float | None,
+    dbz_min: float | None,
+    dbz_max: float | None,
+) -> tuple[Any, str | None]:
+    """The GreyScale to score with and its report note: the data set's, or a dBZ
+    range the caller forces (deprecated ``dbz_min`` / ``dbz_max``)."""
+    if dbz_min is None and dbz_max is None:
+        return dataset_scale(dataset, zr_a, zr_b)
+    from nowcast.evaluation.metrics import dbz_scale
+
+    scale = dbz_scale(
+        58.53 if zr_a is None else zr_a,
+        1.56 if zr_b is None else zr_b,
+        -10.0 if dbz_min is None else dbz_min,
+        60.0 if dbz_max is None else dbz_max,
+    )
+    return scale, f"grey levels scored as given by the caller: {scale.describe()}"
 
 
 def evaluate_datasets(

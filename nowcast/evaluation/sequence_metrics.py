@@ -44,7 +44,7 @@ from nowcast.evaluation.evaluate import (
     accumulate_forecasts,
     is_main_process,
 )
-from nowcast.evaluation.metrics import SumAccumulator
+from nowcast.evaluation.metrics import SumAccumulator, check_pair
 from nowcast.forecast import Forecaster
 
 __all__ = [
@@ -269,26 +269,6 @@ def ssim(
 # ---------------------------------------------------------------------------------------
 
 
-def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
-    for name, t in (("pred", pred), ("target", target)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.ndim != 5:
-            raise ValueError(
-                f"{name} must be (B, T, C, H, W), got shape {tuple(t.shape)}"
-            )
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"pred and target must have the same shape, got {tuple(pred.shape)} and "
-            f"{tuple(target.shape)}"
-        )
-    if pred.device != target.device:
-        raise ValueError(
-            f"pred and target must be on the same device, got {pred.device} and "
-            f"{target.device}; move one with .to(...)"
-        )
-
-
 class SequenceMetricAccumulator(SumAccumulator):
     """Per-lead sums of cross-entropy, squared and absolute errors and SSIM.
 
@@ -362,7 +342,7 @@ class SequenceMetricAccumulator(SumAccumulator):
         target : torch.Tensor, shape (B, T, C, H, W)
             Observed frames in [0, 1], same shape and device.
         """
-        _check_pair(pred_probs, target)
+        check_pair(pred_probs, target)
         lo_hi = torch.stack(
             [pred_probs.amin(), pred_probs.amax(), target.amin(), target.amax()]
         ).tolist()  # one host sync per batch
@@ -640,17 +620,11 @@ def evaluate_sequences(
             f"{list(PAPER_TABLE1)}"
         )
     accs = {name: SequenceMetricAccumulator() for name in forecasters}
-    seconds = accumulate_forecasts(
-        forecasters,
-        dataset,
-        accs,
-        n_steps,
-        batch_size,
-        device,
-        progress=progress,
-        max_batches=max_batches,
-        num_workers=num_workers,
-    )["predict_seconds"]
+    loop = dict(progress=progress, max_batches=max_batches, num_workers=num_workers)
+    run = accumulate_forecasts(
+        forecasters, dataset, accs, n_steps, batch_size, device, **loop
+    )
+    seconds = run["predict_seconds"]
 
     results: dict[str, dict[str, Any]] = {}
     for name, acc in accs.items():

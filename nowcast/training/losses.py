@@ -127,7 +127,28 @@ def combine_masks(
     return target_valid & valid_mask.to(device=target_valid.device, dtype=torch.bool)
 
 
-class PixelLoss(nn.Module):
+class _MaskedPixelLoss(nn.Module):
+    """Base of the losses: per-pixel terms of float32 logits, masked mean.
+
+    Subclasses give :meth:`terms`; :meth:`forward` checks the pair, computes in
+    float32 (also under autocast) and averages over the pixels ``mask`` keeps.
+    """
+
+    def terms(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-pixel loss terms, the shape of ``targets``."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        _check_pair(logits, targets)
+        return masked_mean(self.terms(logits.float(), targets.float()), mask)
+
+
+class PixelLoss(_MaskedPixelLoss):
     """An unweighted per-pixel loss (``bce``, ``mse`` or ``mae``) on logits.
 
     Parameters
@@ -144,24 +165,12 @@ class PixelLoss(nn.Module):
             raise ValueError(f"kind must be 'bce', 'mse' or 'mae', got {kind!r}")
         self.kind = kind
 
-    def forward(
-        self,
-        logits: torch.Tensor,
-        targets: torch.Tensor,
-        mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        _check_pair(logits, targets)
-        logits = logits.float()
-        targets = targets.float()
+    def terms(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.kind == "bce":
-            terms = F.binary_cross_entropy_with_logits(
-                logits, targets, reduction="none"
-            )
-        elif self.kind == "mse":
-            terms = (torch.sigmoid(logits) - targets) ** 2
-        else:
-            terms = (torch.sigmoid(logits) - targets).abs()
-        return masked_mean(terms, mask)
+            return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        if self.kind == "mse":
+            return (torch.sigmoid(logits) - targets) ** 2
+        return (torch.sigmoid(logits) - targets).abs()
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}"
@@ -201,7 +210,7 @@ def balanced_weights(
     return table[torch.bucketize(rainrate, edges, right=True)]
 
 
-class BalancedLoss(nn.Module):
+class BalancedLoss(_MaskedPixelLoss):
     """HKO-7 balanced MSE / MAE (B-MSE / B-MAE) of ``sigmoid(logits)``.
 
     Parameters
@@ -246,19 +255,11 @@ class BalancedLoss(nn.Module):
         self.thresholds = tuple(float(t) for t in thresholds)
         self.weights = tuple(float(w) for w in weights)
 
-    def forward(
-        self,
-        logits: torch.Tensor,
-        targets: torch.Tensor,
-        mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        _check_pair(logits, targets)
-        targets = targets.float()
+    def terms(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             rain = self.scale.to_score(targets)
             w = balanced_weights(rain, self.thresholds, self.weights)
-        err = (torch.sigmoid(logits.float()) - targets).abs()
-        return masked_mean(w * err**self.p, mask)
+        return w * (torch.sigmoid(logits) - targets).abs() ** self.p
 
     def extra_repr(self) -> str:
         return f"p={self.p}, scale={self.scale.describe()!r}"

@@ -46,6 +46,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from nowcast.operational.preprocessing import checkpoint_preprocessing
 from nowcast.training import checkpoint as ckpt_io
 from nowcast.training.distributed import (
     DistEnv,
@@ -57,6 +58,7 @@ from nowcast.training.distributed import (
     init_distributed,
 )
 from nowcast.training.preemption import StopRequest, TrainingPreempted
+from nowcast.training.schema import ConfigError, check_patch_size, validate_config
 from nowcast.training.tasks import (
     TrainingTask,
     build_loss,
@@ -460,12 +462,14 @@ def train(
         progress, with ``last.pt`` written; rerun with ``trainer.resume=auto``.
     """
     plain = _to_plain(cfg)
+    validate_config(plain)
     callbacks = callbacks or Callbacks()
     tcfg = _section(plain, "trainer")
     env = init_distributed(tcfg.get("accelerator", "auto"), tcfg.get("dist_backend"))
     try:
         with StopRequest() as stop_request:
-            metrics = _train(cfg, plain, env, run_dir, callbacks, stop_request)
+            run = _set_up(cfg, plain, env, run_dir, callbacks)
+            metrics = _train(run, stop_request)
     except TrainingPreempted:
         cleanup_distributed()  # (every rank stopped at the same step, after a barrier)
         raise
@@ -587,16 +591,9 @@ class _Run:
         return self.run_dir / "checkpoints"
 
 
-def _train(
-    cfg: DictConfig | Mapping[str, Any],
-    plain: dict[str, Any],
-    env: DistEnv,
-    run_dir_arg: str | os.PathLike | None,
-    callbacks: Callbacks,
-    stop_request: StopRequest,
-) -> dict[str, float]:
-    """Set up, resume, fit, wrap up, test: the run from top to bottom."""
-    run = _set_up(cfg, plain, env, run_dir_arg, callbacks)
+def _train(run: _Run, stop_request: StopRequest) -> dict[str, float]:
+    """Resume, fit, wrap up, test a set-up run: the loop from top to bottom."""
+    plain, env = run.plain, run.env
     _resume(run)
     log_cfg = _section(plain, "logging")
     logger = MetricsLogger(
@@ -644,12 +641,13 @@ def _set_up(
     settings = LoopSettings.from_config(tcfg, _section(plain, "logging"))
     device = env.device
     run_dir = Path(broadcast_object(str(_resolve_run_dir(plain, run_dir_arg))))
+    seed = int(plain.get("seed", 0))
+
+    datasets = build_datasets(data_cfg)  # before any file is written: a run whose
+    _check_frames(plain.get("model") or {}, datasets["train"])  # data fail leaves none
     if env.is_main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(plain), run_dir / "config.yaml")
-    seed = int(plain.get("seed", 0))
-
-    datasets = build_datasets(data_cfg)
     batch_size = int(data_cfg.get("batch_size", 8))
     train_sampler, val_sampler = _samplers(datasets, env, batch_size, seed, tcfg)
     num_workers = int(data_cfg.get("num_workers", 0))
@@ -672,6 +670,18 @@ def _set_up(
         cfg, plain, env, run_dir, datasets, batch_size, train_sampler, *loaders,
         task, model, optimizer, scheduler, scaler, settings, callbacks,
     )  # fmt: skip
+
+
+def _check_frames(model_cfg: Mapping[str, Any], train_set: Dataset) -> None:
+    """Refuse a ``model.patch_size`` that does not divide the data's frames."""
+    if "patch_size" not in model_cfg or len(train_set) == 0:
+        return
+    first = train_set[0][0]
+    if isinstance(first, torch.Tensor) and first.ndim >= 3:
+        source = f"the training split ({type(train_set).__name__})"
+        problem = check_patch_size(model_cfg["patch_size"], first.shape[-2:], source)
+        if problem:
+            raise ConfigError(f"invalid config: {problem}.")
 
 
 def _samplers(
@@ -1077,6 +1087,8 @@ class _Loop:
             },
             "rng": ckpt_io.capture_rng_state(),
             "metrics": dict(self.last_val, train_loss=self.last_train_loss),
+            # issue 16: the fitted preprocessor travels with the checkpoint
+            "preprocessing": checkpoint_preprocessing(run.datasets["train"]),
         }
 
     def save(self, name: str) -> None:
