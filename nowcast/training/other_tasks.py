@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +28,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from nowcast.training.distributed import all_reduce_sum
+from nowcast.training.schema import (
+    TASK_SCHEMAS,
+    EvaluationSchema,
+    LossSchema,
+    spec,
+)
 from nowcast.training.tasks import Batch, autocast, register_task
 
 __all__ = [
     "ClassificationTask",
+    "SeriesEvaluationSchema",
+    "SeriesLossSchema",
     "SeriesTask",
     "evaluate_task_checkpoint",
     "is_main_process",
@@ -349,3 +358,30 @@ def evaluate_task_checkpoint(
     model.to(device).eval()
     task = build_task(config, datasets, device, None)
     return task.test_evaluation(model, datasets, config, Path(out_dir))
+
+
+@dataclass
+class SeriesEvaluationSchema(EvaluationSchema):
+    """``evaluation`` of a series run: the forecast keys (the shared evaluation group's;
+    the series report reads ``batch_size`` and ``max_batches``) and its own."""
+
+    field_forecasters: dict[str, Any] | None = None
+    wet_threshold: float = spec(
+        0.1, lambda v: v > 0, "a rain rate > 0 (mm/h) for a wet area mean"
+    )
+
+
+@dataclass
+class SeriesLossSchema(LossSchema):
+    """``loss`` of a series run: plain MSE or MAE on the mm/h outputs."""
+
+    name: Literal["mse", "mae"] = "mse"
+
+
+# the classification run's evaluation keys are the shared group's (it reads
+# batch_size and max_batches); its loss section is null (cross-entropy)
+TASK_SCHEMAS["classify"] = {"evaluation": EvaluationSchema}
+TASK_SCHEMAS["series"] = {
+    "evaluation": SeriesEvaluationSchema,
+    "loss": SeriesLossSchema,
+}

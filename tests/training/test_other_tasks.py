@@ -140,3 +140,27 @@ def test_warmup_cosine_factors():
     )
     with pytest.raises(ValueError, match="warmup_steps < total_steps"):
         warmup_cosine(opt, warmup_steps=6, total_steps=6)
+
+
+def test_task_schemas_check_the_tasks_own_keys():
+    from omegaconf import OmegaConf
+
+    from nowcast.training.schema import ConfigError, validate_config
+
+    def plain(*overrides):
+        return OmegaConf.to_container(_cfg(*overrides), resolve=True)
+
+    validate_config(plain("+experiment=series_synthetic"))
+    validate_config(plain("+experiment=kth_synthetic"))
+    with pytest.raises(
+        ConfigError, match="evaluation.wet_threshold=-1.0: expected a rain"
+    ):
+        validate_config(
+            plain("+experiment=series_synthetic", "evaluation.wet_threshold=-1.0")
+        )
+    with pytest.raises(
+        ConfigError, match="evaluation.wet_threshold is not a known key"
+    ):
+        validate_config(
+            plain("+experiment=kth_synthetic", "+evaluation.wet_threshold=0.1")
+        )
