@@ -9,20 +9,32 @@ layer without the models (``nowcast.data.preprocess`` re-exports them).
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-ArrayLike = np.ndarray | torch.Tensor
+import numpy as np
+
+if TYPE_CHECKING:  # torch is not imported here: data workers start faster without it
+    import torch
+
 
 __all__ = ["patchify", "unpatchify"]
 
 
-def _check_5d(x: ArrayLike, name: str) -> None:
+def _check_5d(x: np.ndarray | torch.Tensor, name: str) -> None:
     if x.ndim != 5:
         raise ValueError(f"{name} must be (B, T, C, H, W), got shape {tuple(x.shape)}")
 
 
-def patchify(x: ArrayLike, p: int) -> ArrayLike:
+def _permute(
+    x: np.ndarray | torch.Tensor, axes: tuple[int, ...]
+) -> np.ndarray | torch.Tensor:
+    """Reorder the axes of a tensor (``permute``) or an array (``transpose``)."""
+    if isinstance(x, np.ndarray):
+        return x.transpose(axes)
+    return x.permute(*axes)
+
+
+def patchify(x: np.ndarray | torch.Tensor, p: int) -> np.ndarray | torch.Tensor:
     """Fold each non-overlapping ``p x p`` patch into channels.
 
     Shi et al. (2015) turn a 64x64 frame into a 16x16x16 tensor (p=4) and a 100x100
@@ -49,14 +61,11 @@ def patchify(x: ArrayLike, p: int) -> ArrayLike:
             f"to a multiple of {p} first"
         )
     y = x.reshape(b, t, c, h // p, p, w // p, p)
-    if isinstance(y, torch.Tensor):
-        y = y.permute(0, 1, 2, 4, 6, 3, 5)
-    else:
-        y = y.transpose(0, 1, 2, 4, 6, 3, 5)
+    y = _permute(y, (0, 1, 2, 4, 6, 3, 5))
     return y.reshape(b, t, c * p * p, h // p, w // p)
 
 
-def unpatchify(x: ArrayLike, p: int) -> ArrayLike:
+def unpatchify(x: np.ndarray | torch.Tensor, p: int) -> np.ndarray | torch.Tensor:
     """Inverse of :func:`patchify`: ``(B, T, C*p*p, H/p, W/p) -> (B, T, C, H, W)``."""
     _check_5d(x, "x")
     if int(p) != p or p < 1:
@@ -69,8 +78,5 @@ def unpatchify(x: ArrayLike, p: int) -> ArrayLike:
         )
     c = cpp // (p * p)
     y = x.reshape(b, t, c, p, p, hp, wp)
-    if isinstance(y, torch.Tensor):
-        y = y.permute(0, 1, 2, 5, 3, 6, 4)
-    else:
-        y = y.transpose(0, 1, 2, 5, 3, 6, 4)
+    y = _permute(y, (0, 1, 2, 5, 3, 6, 4))
     return y.reshape(b, t, c, hp * p, wp * p)

@@ -37,6 +37,7 @@ __all__ = [
     "validate_radar",
     "write_radar",
     "open_radar",
+    "radar_paths",
     "infer_cadence",
     "contiguous_segments",
     "record_step",
@@ -297,7 +298,17 @@ def write_radar(
     return path
 
 
-def _expand_paths(path_or_paths: PathLike | Iterable[PathLike]) -> list[Path]:
+def radar_paths(path_or_paths: PathLike | Iterable[PathLike]) -> list[Path]:
+    """The radar files a path, glob, directory or list of these names.
+
+    A directory stands for its ``*.nc`` files and ``*.zarr`` stores; a ``*.zarr``
+    path is one store (a directory itself).
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the pattern, directory or file that matched nothing.
+    """
     if isinstance(path_or_paths, (str, os.PathLike)):
         items = [path_or_paths]
     else:
@@ -354,7 +365,7 @@ def open_radar(
     -------
     xarray.Dataset
     """
-    paths = _expand_paths(path_or_paths)
+    paths = radar_paths(path_or_paths)
     chunks = {"time": chunk_time} if chunk_time else None
     try:
         if len(paths) == 1:

@@ -18,7 +18,14 @@ from tqdm.auto import tqdm
 from nowcast.data.preprocess._files import PathLike, existing_file
 from nowcast.data.preprocess.imageops import as_frames
 
-__all__ = ["monthly_means", "NoiseMask"]
+__all__ = [
+    "monthly_means",
+    "month_labels",
+    "chunk_month_sums",
+    "add_month_sums",
+    "means_from_sums",
+    "NoiseMask",
+]
 
 
 def _months(times) -> np.ndarray:
@@ -69,16 +76,62 @@ def monthly_means(
         v = np.asarray(da[a : a + chunk_time], dtype=np.float32)
         if transform is not None:
             v = transform(v)
-        ok = np.isfinite(v)
-        v = np.where(ok, v, 0.0)
-        lab = inverse[a : a + chunk_time]
-        for m in np.unique(lab):
-            sel = lab == m
-            sums[m] += v[sel].sum(axis=0, dtype=np.float64)
-            counts[m] += ok[sel].sum(axis=0)
+        add_month_sums(sums, counts, chunk_month_sums(v, inverse[a : a + chunk_time]))
+    return means_from_sums(sums, counts), uniq
+
+
+def month_labels(times) -> tuple[np.ndarray, np.ndarray]:
+    """Months of an archive and each frame's month.
+
+    Returns
+    -------
+    months : numpy.ndarray of datetime64[M], shape (M,)
+        The distinct months, sorted.
+    labels : numpy.ndarray of int, shape (T,)
+        Index into ``months`` of each frame.
+    """
+    return np.unique(_months(times), return_inverse=True)
+
+
+def chunk_month_sums(
+    v: np.ndarray, labels: np.ndarray
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Per-month sums and counts of the finite values of a chunk of frames.
+
+    Parameters
+    ----------
+    v : numpy.ndarray, shape (t, H, W)
+        Frames; NaN / inf are left out.
+    labels : numpy.ndarray of int, shape (t,)
+        Month index of each frame (:func:`month_labels`).
+
+    Returns
+    -------
+    list of (month, sums, counts)
+        ``sums`` float64 and ``counts`` int, shape (H, W), for each month in the chunk.
+    """
+    ok = np.isfinite(v)
+    v = np.where(ok, v, 0.0)
+    parts = []
+    for m in np.unique(labels):
+        sel = labels == m
+        parts.append(
+            (int(m), v[sel].sum(axis=0, dtype=np.float64), ok[sel].sum(axis=0))
+        )
+    return parts
+
+
+def add_month_sums(sums: np.ndarray, counts: np.ndarray, parts) -> None:
+    """Add the output of :func:`chunk_month_sums` into ``(M, H, W)`` totals, in place."""
+    for m, s, c in parts:
+        sums[m] += s
+        counts[m] += c
+
+
+def means_from_sums(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Monthly means from the totals; NaN where a pixel has no data in a month."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums / counts
-    return means, uniq
+        return sums / counts
 
 
 def _noise_clusters(
@@ -211,10 +264,26 @@ class NoiseMask:
         NoiseMask
             ``self``, with :attr:`mask` set.
         """
+        means, months = monthly_means(data, times, chunk_time, transform, progress)
+        return self.fit_means(means, months)
+
+    def fit_means(self, means: np.ndarray, months: np.ndarray) -> NoiseMask:
+        """Fit the mask on monthly means already computed (:func:`monthly_means`).
+
+        Parameters
+        ----------
+        means : numpy.ndarray, shape (M, H, W)
+            Per-month, per-pixel mean intensity (NaN: no data that month).
+        months : numpy.ndarray of datetime64[M], shape (M,)
+
+        Returns
+        -------
+        NoiseMask
+            ``self``, with :attr:`mask` set.
+        """
         from sklearn.cluster import KMeans
         from threadpoolctl import threadpool_limits
 
-        means, months = monthly_means(data, times, chunk_time, transform, progress)
         m, h, w = means.shape
         x = means.reshape(m, h * w).T
         col_min = np.nanmin(np.where(np.isfinite(x), x, np.nan), axis=0)

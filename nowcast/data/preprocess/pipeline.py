@@ -36,15 +36,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
-from tqdm.auto import tqdm
 
-from nowcast.data.physical import normalise_units
+from nowcast.data.georef import (
+    CRS_VARIABLE,
+    copy_grid,
+    is_georeferenced,
+    resized_coordinate,
+)
+from nowcast.data.parallel import map_ordered, resolve_workers
 from nowcast.data.preprocess._files import PathLike, existing_file, write_json
 from nowcast.data.preprocess.fit_split import check_fit_split, fit_split_attrs
 from nowcast.data.preprocess.imageops import (
@@ -60,10 +64,16 @@ from nowcast.data.preprocess.imageops import (
     minmax_normalize,
     resize,
 )
-from nowcast.data.preprocess.noise_mask import NoiseMask
+from nowcast.data.preprocess.noise_mask import (
+    NoiseMask,
+    add_month_sums,
+    chunk_month_sums,
+    means_from_sums,
+    month_labels,
+)
+from nowcast.data.preprocess.stream import FrameChunk, frame_chunks, open_sink
 from nowcast.data.radar import (
     intensity_name,
-    netcdf_encoding,
     record_step,
     validate_radar,
 )
@@ -73,7 +83,7 @@ log = logging.getLogger(__name__)
 #: Name of the per-frame coverage variable of a processed file (1 = observed).
 COVERAGE = "coverage"
 
-__all__ = ["Preprocessor", "COVERAGE", "MOTION_VARIABLES"]
+__all__ = ["Preprocessor", "COVERAGE", "MOTION_VARIABLES", "MIN_FRAMES_PER_WORKER"]
 
 
 MOTION_VARIABLES = ("motion_u", "motion_v")
@@ -221,34 +231,77 @@ class Preprocessor:
         return minmax_normalize(v, zmin, zmax).astype(np.float32, copy=False)
 
     # ---- fitting ------------------------------------------------------------------
-    def fit(self, ds: xr.Dataset, split: dict | None = None) -> Preprocessor:
+    def fit(
+        self,
+        ds: xr.Dataset,
+        split: dict | None = None,
+        *,
+        frames: np.ndarray | None = None,
+        workers: int | None = 1,
+        scheduler: str | None = None,
+        paths: Sequence[str] | None = None,
+    ) -> Preprocessor:
         """Fit the missing normalisation bounds and the noise mask.
 
         Parameters
         ----------
         ds : xarray.Dataset
-            Radar data set (the training split: select its frames first, e.g. with
-            ``ds.isel(time=train_index)``). Streamed chunk by chunk.
+            Radar data set: the training split (select its frames first, e.g. with
+            ``ds.isel(time=train_index)``, or pass ``frames``). Streamed chunk by chunk.
         split : dict, optional
-            Which frames ``ds`` holds, recorded in the processed file so that the
+            Which frames are fitted on, recorded in the processed file so that the
             datasets can refuse a split that evaluates on fitting frames:
             ``{"fit_on": "train", "block_len": 40, "counts": [4, 1, 1], "seed": 0}``
             (the training blocks of :func:`nowcast.data.split.block_split`) or
             ``{"fit_on": "all"}``. See :func:`fit_split_attrs`.
+        frames : numpy.ndarray of int, optional
+            Positions along ``time`` of the frames to fit on (default: all of ``ds``).
+        workers, scheduler
+            Where the monthly means of the noise mask are summed, as in
+            :func:`nowcast.data.parallel.map_ordered` (default: serially here).
+        paths : sequence of str, optional
+            The files ``ds`` was opened from (:func:`nowcast.data.radar.open_radar`), so
+            that workers read their chunks themselves.
         """
         self.fit_split = None if split is None else check_fit_split(split)
         validate_radar(ds, allow_nan=True, check_values=False)
-        frames = as_frames(ds)
+        index = np.arange(ds.sizes["time"]) if frames is None else np.asarray(frames)
         if not self.normalizer.is_fitted:
-            self.normalizer.fit(frames, chunk_time=self.chunk_time)
+            self.normalizer.fit(as_frames(ds).isel(time=index), self.chunk_time)
         if self.noise_mask is not None:
-            self.noise_mask.fit(
-                frames,
-                chunk_time=self.chunk_time,
-                transform=self._normalize,
-                progress=self.progress,
+            da = as_frames(ds)
+            months, labels = month_labels(ds["time"].values[index])
+            sums = np.zeros((months.size, *da.shape[1:]))
+            counts = np.zeros((months.size, *da.shape[1:]))
+            chunks = frame_chunks(da, index, self.chunk_time, paths=paths)
+            tasks = (
+                (
+                    self,
+                    chunk,
+                    labels[k * self.chunk_time : k * self.chunk_time + len(chunk)],
+                )
+                for k, chunk in enumerate(chunks)
             )
+            for parts in self._map(
+                _month_sums_task, tasks, index.size, "fit", workers, scheduler
+            ):
+                add_month_sums(sums, counts, parts)
+            self.noise_mask.fit_means(means_from_sums(sums, counts), months)
         return self
+
+    def _map(self, func, tasks, n_frames, desc, workers, scheduler):
+        """:func:`~nowcast.data.parallel.map_ordered` over chunk tasks (``task[1]``
+        is the chunk), with a frame-counting progress bar."""
+        return map_ordered(
+            func,
+            tasks,
+            workers=_pool_workers(workers, n_frames),
+            scheduler=scheduler,
+            progress=self.progress,
+            desc=desc,
+            total=n_frames,
+            count=lambda task: len(task[1]),
+        )
 
     # ---- geometry -----------------------------------------------------------------
     def _geometry(self, shape: tuple[int, int]) -> dict:
@@ -330,7 +383,14 @@ class Preprocessor:
         return out, (None if covered.all() else covered)
 
     # ---- transform ----------------------------------------------------------------
-    def transform(self, ds: xr.Dataset) -> xr.Dataset:
+    def transform(
+        self,
+        ds: xr.Dataset,
+        *,
+        workers: int | None = 1,
+        scheduler: str | None = None,
+        paths: Sequence[str] | None = None,
+    ) -> xr.Dataset:
         """Preprocess a radar data set into memory.
 
         Parameters
@@ -338,6 +398,8 @@ class Preprocessor:
         ds : xarray.Dataset
             Radar data set in the convention (lazy or in memory); only the crop window
             (plus the disk-filter margin) is read, ``chunk_time`` frames at a time.
+        workers, scheduler, paths
+            As in :meth:`transform_to_file`.
 
         Returns
         -------
@@ -345,19 +407,22 @@ class Preprocessor:
             In memory: ``intensity`` (time, y, x) float32 in [0, 1] (units "1", attrs
             ``zmin``, ``zmax``, ``source_units``), ``noise_mask`` (y, x) uint8 (1 =
             noisy, exclude), ``motion_u`` / ``motion_v`` rescaled to processed pixels
-            per step when the input has them; provenance in the attributes.
+            per step when the input has them; the grid (x/y coordinates of the
+            processed cells and the ``crs`` grid mapping) when the input is
+            georeferenced; provenance in the attributes.
 
         See Also
         --------
-        transform_to_file : the same output streamed to netCDF, for archives larger
-            than memory (``float32`` output of ``T x H x W`` frames takes ``4 T H W``
-            bytes: about 0.9 GB for 97 days of 100x100 frames at 6 minutes).
+        transform_to_file : the same output streamed to netCDF or zarr, for archives
+            larger than memory (``float32`` output of ``T x H x W`` frames takes
+            ``4 T H W`` bytes: about 0.9 GB for 97 days of 100x100 frames at 6 min).
         """
         da, g, mask_window = self._prepare(ds)
         out = np.empty((da.shape[0], *g["out"]), dtype=np.float32)
         coverage: np.ndarray | None = None
         n_nan = 0
-        for sl, chunk, nans, covered in self._processed_chunks(da, g, mask_window):
+        chunks = self._processed_chunks(da, g, mask_window, workers, scheduler, paths)
+        for sl, chunk, nans, covered in chunks:
             out[sl] = chunk
             n_nan += nans
             if covered is not None:
@@ -365,9 +430,10 @@ class Preprocessor:
                     coverage = np.ones(out.shape, dtype=np.uint8)
                 coverage[sl] = covered
         result = self._result(ds, da, g)
-        result["intensity"] = (("time", "y", "x"), out, self._intensity_attrs(da))
+        result["intensity"] = (("time", "y", "x"), out, self._frame_attrs(result, da))
         if coverage is not None:
-            result[COVERAGE] = (("time", "y", "x"), coverage, self._coverage_attrs())
+            attrs = self._frame_attrs(result)
+            result[COVERAGE] = (("time", "y", "x"), coverage, attrs)
         result = result[
             ["intensity", *(v for v in result.data_vars if v != "intensity")]
         ]
@@ -381,15 +447,20 @@ class Preprocessor:
         path: PathLike,
         chunk_time: int = 16,
         complevel: int = 4,
+        *,
+        workers: int | None = 1,
+        scheduler: str | None = None,
+        paths: Sequence[str] | None = None,
     ) -> Path:
-        """Preprocess a radar data set straight into a netCDF file, chunk by chunk.
+        """Preprocess a radar data set straight into a netCDF file or zarr store.
 
-        Memory stays at about ``chunk_time`` (of the preprocessor) raw frames whatever
-        the archive's length: the processed frames are written as they are made,
-        never held together. The file equals what :meth:`transform` followed by
-        :func:`nowcast.data.radar.write_radar` writes (same variables, attributes and
-        encoding), and appears atomically: it is written next to ``path`` and renamed
-        when complete, so an interrupted run leaves no partial file.
+        Memory stays at about ``chunk_time`` (of the preprocessor) raw frames per
+        worker whatever the archive's length: the processed frames are written as they
+        are made, in time order, never held together. The file equals what
+        :meth:`transform` followed by :func:`nowcast.data.radar.write_radar` writes
+        (same variables, attributes and encoding), and appears atomically: it is
+        written next to ``path`` and renamed when complete, so an interrupted run
+        leaves no partial file.
 
         Parameters
         ----------
@@ -397,11 +468,23 @@ class Preprocessor:
             Radar data set in the convention, typically lazy
             (:func:`nowcast.data.radar.open_radar` over many files).
         path : path
-            Destination ``.nc`` file; parent directories are created.
+            Destination ``.nc`` file, or a ``.zarr`` store; parent directories are
+            created.
         chunk_time : int
-            Frames per netCDF chunk of the output.
+            Frames per chunk of the output.
         complevel : int
-            zlib compression level, 0-9.
+            zlib compression level, 0-9 (netCDF).
+        workers : int or None
+            Processes (or threads) that read and process chunks, as in
+            :func:`nowcast.data.parallel.map_ordered`; ``None`` or ``0``: every core
+            (serially for archives too short to repay starting a pool,
+            :data:`MIN_FRAMES_PER_WORKER`). Default 1: this process.
+        scheduler : str, optional
+            ``"processes"`` (default), ``"threads"``, ``"serial"`` or the address of a
+            ``dask.distributed`` scheduler.
+        paths : sequence of str, optional
+            The files ``ds`` was opened from; workers then read their chunks from
+            them (parallel decoding, nothing large sent between processes).
 
         Returns
         -------
@@ -413,62 +496,46 @@ class Preprocessor:
         The true motion of synthetic data sets (``motion_u`` / ``motion_v``), when
         present, is preprocessed in memory.
         """
-        import netCDF4
-
         da, g, mask_window = self._prepare(ds)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         result = self._result(ds, da, g)  # everything but the frames
-        n_t = da.shape[0]
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        encoding = netcdf_encoding(result, chunk_time, complevel)
+        sink = open_sink(path, result, da.shape[0], chunk_time, complevel)
         try:
-            result.to_netcdf(tmp, format="NETCDF4", engine="netcdf4", encoding=encoding)
-            n_nan = 0
-            with netCDF4.Dataset(tmp, "a") as nc:
-                var = nc.createVariable(
-                    "intensity",
-                    "f4",
-                    ("time", "y", "x"),
-                    zlib=complevel > 0,
-                    complevel=complevel,
-                    chunksizes=(min(chunk_time, n_t), *g["out"]),
-                    fill_value=np.float32(np.nan),
-                )
-                var.setncatts(self._intensity_attrs(da))
-                cov_var, n_uncovered = None, 0
-                for sl, chunk, nans, covered in self._processed_chunks(
-                    da, g, mask_window
-                ):
-                    var[sl] = chunk
-                    n_nan += nans
-                    if covered is not None and cov_var is None:
-                        # created at the first chunk with no-data pixels; the frames
-                        # before it were fully observed
-                        cov_var = self._coverage_variable(
-                            nc, n_t, g, chunk_time, complevel
-                        )
-                        cov_var[: sl.start] = np.uint8(1)
-                    if cov_var is not None:
-                        cov = np.ones(chunk.shape, bool) if covered is None else covered
-                        cov_var[sl] = cov.astype(np.uint8)
-                        n_uncovered += int(cov.size - cov.sum())
-                self._record(
-                    result,
-                    g,
-                    da.shape[1:],
-                    n_nan,
-                    da.attrs.get("units"),
-                    n_uncovered,
-                )
-                nc.setncatts({k: v for k, v in result.attrs.items() if v is not None})
-            with xr.open_dataset(tmp, engine="netcdf4") as written:
-                validate_radar(written, allow_nan=False, check_values=False)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return path
+            sink.create("intensity", "f4", self._frame_attrs(result, da), np.nan)
+            chunks = self._processed_chunks(
+                da, g, mask_window, workers, scheduler, paths
+            )
+            n_nan, n_uncovered = self._write_chunks(sink, chunks, result)
+            self._record(
+                result, g, da.shape[1:], n_nan, da.attrs.get("units"), n_uncovered
+            )
+            return sink.close(result.attrs)
+        except BaseException:
+            sink.discard()
+            raise
+
+    def _write_chunks(self, sink, chunks, result: xr.Dataset) -> tuple[int, int]:
+        """Write processed chunks into ``sink``; return the NaN count of the raw frames
+        and the number of unobserved processed pixels."""
+        n_nan = n_uncovered = 0
+        has_coverage = False
+        for sl, frames, nans, covered in chunks:
+            sink.write("intensity", sl, frames)
+            n_nan += nans
+            if covered is not None and not has_coverage:
+                # created at the first chunk with no-data pixels; the frames before it
+                # were fully observed
+                sink.create(COVERAGE, "u1", self._frame_attrs(result))
+                if sl.start:
+                    ones = np.ones((sl.start, *frames.shape[1:]), np.uint8)
+                    sink.write(COVERAGE, slice(0, sl.start), ones)
+                has_coverage = True
+            if has_coverage:
+                cov = np.ones(frames.shape, bool) if covered is None else covered
+                sink.write(COVERAGE, sl, cov.astype(np.uint8))
+                n_uncovered += int(cov.size - cov.sum())
+        return n_nan, n_uncovered
 
     def _prepare(self, ds: xr.Dataset) -> tuple[xr.DataArray, dict, np.ndarray | None]:
         """Check the input; return the frames (time, y, x), geometry, raw mask window."""
@@ -486,21 +553,36 @@ class Preprocessor:
             mask_window = self.noise_mask.mask[g["window"]]
         return da, g, mask_window
 
-    def _processed_chunks(self, da: xr.DataArray, g: dict, mask: np.ndarray | None):
-        """Yield ``(time slice, processed frames, NaN count, coverage or None)``,
-        ``chunk_time`` frames at a time, reading only the crop window (plus the filter
-        margin)."""
-        starts = range(0, da.shape[0], self.chunk_time)
-        for a in tqdm(
-            starts, desc="preprocess", unit="chunk", disable=not self.progress
+    def _processed_chunks(
+        self,
+        da: xr.DataArray,
+        g: dict,
+        mask: np.ndarray | None,
+        workers: int | None = 1,
+        scheduler: str | None = None,
+        paths: Sequence[str] | None = None,
+    ) -> Iterator[tuple[slice, np.ndarray, int, np.ndarray | None]]:
+        """Yield ``(time slice, processed frames, NaN count, coverage or None)`` in time
+        order, ``chunk_time`` frames at a time, reading only the crop window (plus the
+        filter margin); the chunks are processed by ``workers``."""
+        n_t = da.shape[0]
+        chunks = frame_chunks(da, np.arange(n_t), self.chunk_time, g["window"], paths)
+        tasks = ((self, chunk, g, mask) for chunk in chunks)
+        results = self._map(
+            _transform_task, tasks, n_t, "preprocess", workers, scheduler
+        )
+        for a, (frames, nans, covered) in zip(
+            range(0, n_t, self.chunk_time), results, strict=True
         ):
-            sl = slice(a, min(a + self.chunk_time, da.shape[0]))
-            v = np.asarray(
-                da.isel(time=sl, y=g["window"][0], x=g["window"][1]).values,
-                dtype=np.float32,
-            )
-            frames, covered = self._transform_frames(v, g, mask)
-            yield sl, frames, int(np.isnan(v).sum()), covered
+            yield slice(a, a + frames.shape[0]), frames, nans, covered
+
+    def _frame_attrs(self, result: xr.Dataset, da: xr.DataArray | None = None) -> dict:
+        """Attributes of a ``(time, y, x)`` output variable: the intensity's when ``da``
+        (the raw intensity) is given, else the coverage's; plus the grid mapping."""
+        attrs = self._intensity_attrs(da) if da is not None else self._coverage_attrs()
+        if CRS_VARIABLE in result.variables:
+            attrs["grid_mapping"] = CRS_VARIABLE
+        return attrs
 
     def _coverage_attrs(self) -> dict:
         return {
@@ -510,21 +592,10 @@ class Preprocessor:
             "min_coverage": self.min_coverage,
         }
 
-    def _coverage_variable(self, nc, n_t: int, g: dict, chunk_time: int, complevel):
-        """Create the ``coverage`` variable (time, y, x) uint8 in an open netCDF."""
-        var = nc.createVariable(
-            COVERAGE,
-            "u1",
-            ("time", "y", "x"),
-            zlib=complevel > 0,
-            complevel=complevel,
-            chunksizes=(min(chunk_time, n_t), *g["out"]),
-        )
-        var.setncatts(self._coverage_attrs())
-        return var
-
     def _zr_attrs(self, source_units: object) -> dict:
         """``zr_a`` / ``zr_b`` for a dBZ archive when given; none otherwise."""
+        from nowcast.data.physical import normalise_units  # imports torch: only here
+
         if self.zr is None:
             return {}
         if normalise_units(source_units) != "dBZ":
@@ -553,12 +624,8 @@ class Preprocessor:
         hh, ww = da.shape[1:]
         top, left = g["offset"]
         (ch, cw), (oh, ow) = g["crop"], g["out"]
-        y = area_weights(ch, oh) @ np.asarray(
-            ds["y"].values[top : top + ch], dtype=np.float64
-        )
-        x = area_weights(cw, ow) @ np.asarray(
-            ds["x"].values[left : left + cw], dtype=np.float64
-        )
+        y = _processed_coordinate(ds["y"], top, ch, oh)
+        x = _processed_coordinate(ds["x"], left, cw, ow)
         attrs = {k: v for k, v in ds.attrs.items() if k not in ("intensity_variable",)}
         result = xr.Dataset(
             {
@@ -583,6 +650,10 @@ class Preprocessor:
         result.attrs.update(self._zr_attrs(da.attrs.get("units")))
         result.attrs.update(fit_split_attrs(self.fit_split, self._fits_data()))
         self._carry_motion(ds, result, g)
+        if is_georeferenced(ds):  # the processed cells on the same map
+            grid = xr.Dataset(coords={"x": x, "y": y})
+            grid[CRS_VARIABLE] = ds[CRS_VARIABLE].reset_coords(drop=True)
+            result = copy_grid(grid, result)
         return result
 
     def _fits_data(self) -> bool:
@@ -706,3 +777,52 @@ class Preprocessor:
         if "noise_mask_file" in state:
             obj.noise_mask = NoiseMask.load(path.with_name(state["noise_mask_file"]))
         return obj
+
+
+#: Frames per worker below which ``workers=None`` runs serially: starting a pool of
+#: processes (a second or two each) costs more than it saves on a short archive.
+MIN_FRAMES_PER_WORKER = 512
+
+
+def _pool_workers(workers: int | None, n_frames: int) -> int:
+    """The worker count to use: an explicit count as given, ``None``/``0`` every core
+    unless the archive is too short to repay the pool."""
+    if workers:
+        return resolve_workers(workers)
+    n = resolve_workers(None)
+    return n if n_frames >= MIN_FRAMES_PER_WORKER * n else 1
+
+
+def _processed_coordinate(
+    coord: xr.DataArray, start: int, n_crop: int, n_out: int
+) -> xr.DataArray:
+    """A ``y``/``x`` coordinate after the crop (``n_crop`` cells from ``start``) and
+    the resize to ``n_out`` cells: the new cells' centres for a regular coordinate
+    (outer edges kept, :func:`~nowcast.data.georef.resized_coordinate`), the
+    area-weighted mean of the cropped ones otherwise; attributes kept."""
+    values = np.asarray(coord.values[start : start + n_crop], dtype=np.float64)
+    if n_out != n_crop:
+        try:
+            values = resized_coordinate(values, n_out)
+        except ValueError:  # irregular or a single cell
+            values = area_weights(n_crop, n_out) @ values
+    return xr.DataArray(values, dims=coord.dims, attrs=dict(coord.attrs))
+
+
+def _transform_task(
+    task: tuple[Preprocessor, FrameChunk, dict, np.ndarray | None],
+) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """Worker job: read a raw chunk and process it (see :meth:`Preprocessor._transform_frames`).
+
+    Returns the processed frames ``(t, h, w)``, the raw chunk's NaN count and its
+    coverage (or None)."""
+    pre, chunk, g, mask = task
+    v = chunk.load()
+    frames, covered = pre._transform_frames(v, g, mask)
+    return frames, int(np.isnan(v).sum()), covered
+
+
+def _month_sums_task(task: tuple[Preprocessor, FrameChunk, np.ndarray]) -> list:
+    """Worker job: per-month sums of a normalised raw chunk (the noise-mask fit)."""
+    pre, chunk, labels = task
+    return chunk_month_sums(pre._normalize(chunk.load()), labels)
