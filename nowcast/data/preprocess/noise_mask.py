@@ -111,13 +111,17 @@ def chunk_month_sums(
         ``sums`` float64 and ``counts`` int, shape (H, W), for each month in the chunk.
     """
     ok = np.isfinite(v)
-    v = np.where(ok, v, 0.0)
+    complete = bool(ok.all())  # the usual case: nothing to zero, counts = frames
+    if not complete:
+        v = np.where(ok, v, 0.0)
     parts = []
     for m in np.unique(labels):
         sel = labels == m
-        parts.append(
-            (int(m), v[sel].sum(axis=0, dtype=np.float64), ok[sel].sum(axis=0))
-        )
+        if complete:
+            counts = np.full(v.shape[1:], np.count_nonzero(sel), dtype=np.int64)
+        else:
+            counts = ok[sel].sum(axis=0)
+        parts.append((int(m), v[sel].sum(axis=0, dtype=np.float64), counts))
     return parts
 
 

@@ -61,7 +61,6 @@ from nowcast.data.preprocess.imageops import (
     crop_offsets,
     disk_filter,
     disk_kernel,
-    minmax_normalize,
     resize,
 )
 from nowcast.data.preprocess.noise_mask import (
@@ -226,9 +225,17 @@ class Preprocessor:
         )
 
     def _normalize(self, v: np.ndarray) -> np.ndarray:
+        """NaN filled with ``zmin``, then :func:`minmax_normalize`, float32.
+
+        Computed in place in three passes: ``fmax`` turns NaN into 0, the grey level
+        of ``zmin``, so the result equals ``minmax_normalize(where(isnan(v), zmin,
+        v))`` exactly.
+        """
         zmin, zmax = self.normalizer._bounds()
-        v = np.where(np.isnan(v), np.float32(zmin), v)
-        return minmax_normalize(v, zmin, zmax).astype(np.float32, copy=False)
+        p = np.subtract(v, np.float32(zmin), dtype=np.float32)
+        p /= np.float32(zmax - zmin)
+        np.fmax(p, np.float32(0.0), out=p)
+        return np.fmin(p, np.float32(1.0), out=p)
 
     # ---- fitting ------------------------------------------------------------------
     def fit(
@@ -362,7 +369,7 @@ class Preprocessor:
         ok = ~np.isnan(v)
         p = self._normalize(v)
         if mask is not None:
-            p = np.where(mask, np.float32(0.0), p)
+            np.copyto(p, np.float32(0.0), where=mask)
         if ok.all():
             if self.disk_radius:
                 p = disk_filter(p, self.disk_radius, self.disk_boundary)
