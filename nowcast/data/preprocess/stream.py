@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,7 +262,9 @@ class ZarrSink:
 
         group = zarr.open_group(self.tmp, mode="a")
         group.attrs.update(_zarr_attrs(attrs))
-        zarr.consolidate_metadata(self.tmp)
+        with warnings.catch_warnings():  # "not part of the zarr 3 spec": xarray reads it
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(self.tmp)
         if self.path.exists():
             shutil.rmtree(self.path)
         os.replace(self.tmp, self.path)
