@@ -24,6 +24,7 @@ import glob
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -348,7 +349,9 @@ def write_radar(
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         if is_zarr(path):
-            ds.to_zarr(tmp, mode="w", encoding=zarr_encoding(ds, chunk_time))
+            with warnings.catch_warnings():  # consolidated metadata "not in zarr 3"
+                warnings.simplefilter("ignore", UserWarning)
+                ds.to_zarr(tmp, mode="w", encoding=zarr_encoding(ds, chunk_time))
             if path.exists():
                 shutil.rmtree(path)
         else:
