@@ -556,7 +556,7 @@ def radar_datasets(
     Parameters
     ----------
     path : str or os.PathLike
-        Processed radar netCDF (``scripts/preprocess.py`` output).
+        Processed radar netCDF or ``*.zarr`` store (``scripts/preprocess.py`` output).
     input_len, output_len : int
         Frames in and frames out (5 and 15 in the paper); their sum must fit a block.
     seed : int
@@ -588,18 +588,10 @@ def radar_datasets(
         When the requested split validates or tests on frames the noise mask was
         fitted on (:func:`check_fit_split`).
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"processed radar file {path} does not exist; make it with "
-            "`python scripts/preprocess.py input=<raw radar netCDF> output="
-            f"{path}` (see README, 'Data')"
-        )
+    path = _existing(Path(path))
     window = input_len + output_len
     if window > block_len:
-        raise ValueError(
-            f"input_len + output_len = {window} exceeds block_len = {block_len}"
-        )
+        raise ValueError(f"input_len + output_len = {window} exceeds {block_len=}")
     times = _read_times(path)
     n_bytes, attrs = _file_facts(path, variable)
     if in_memory == "auto":
@@ -623,11 +615,26 @@ def radar_datasets(
             notes=notes,
         )
     if counts[0] > 0 and len(out["train"]) == 0:
-        raise ValueError(
-            f"{path} yields no training windows: it needs at least one gap-free run of "
-            f"{block_len} frames within a day ({times.size} frames found)"
-        )
+        raise ValueError(_no_training_message(path, block_len, times.size))
     return out
+
+
+def _no_training_message(path: Path, block_len: int, n_frames: int) -> str:
+    return (
+        f"{path} yields no training windows: it needs at least one gap-free run of "
+        f"{block_len} frames within a day ({n_frames} frames found)"
+    )
+
+
+def _existing(path: Path) -> Path:
+    """``path``, or a ``FileNotFoundError`` that says how to make it."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"processed radar file {path} does not exist; make it with "
+            "`python scripts/preprocess.py input=<raw radar netCDF> output="
+            f"{path}` (see README, 'Data')"
+        )
+    return path
 
 
 def _file_facts(path: Path, variable: str) -> tuple[int, dict]:

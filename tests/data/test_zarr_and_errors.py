@@ -75,7 +75,9 @@ def test_truncated_processed_file_names_the_file_and_the_fix(tmp_path):
     path.write_bytes(raw[: len(raw) // 2])  # an interrupted copy
     with pytest.raises(RadarFileError, match="p.nc") as err:
         radar_datasets(path)
-    assert "re-create it" in str(err.value) and "scripts/preprocess.py" in str(err.value)
+    assert "re-create it" in str(err.value) and "scripts/preprocess.py" in str(
+        err.value
+    )
     with pytest.raises(RadarFileError, match="truncated or corrupt"):
         RadarWindowDataset(path, np.array([0]), 5, 15)
     with pytest.raises(RadarFileError, match="p.nc"):

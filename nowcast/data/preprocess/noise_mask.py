@@ -321,6 +321,16 @@ class NoiseMask:
         self.months = months
         return self
 
+    def provenance(self) -> dict:
+        """What the fitted mask is: its parameters, the threshold, the noise clusters
+        and the number of masked pixels (for :func:`nowcast.data.radar.record_step`)."""
+        return {
+            **self.params(),
+            "threshold": self.threshold,
+            "noise_clusters": self.noise_clusters,
+            "n_masked_raw": int(self._mask().sum()),
+        }
+
     def _mask(self) -> np.ndarray:
         if self.mask is None:
             raise RuntimeError("NoiseMask is not fitted; call fit(frames, times) first")

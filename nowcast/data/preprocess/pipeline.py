@@ -702,41 +702,9 @@ class Preprocessor:
     def _record(
         self, result, g, raw_shape, n_nan, source_units, n_uncovered: int = 0
     ) -> None:
-        zmin, zmax = self.normalizer._bounds()
-        record_step(result, "fill_nan", value=zmin, n_filled=n_nan)
-        record_step(
-            result,
-            "minmax_normalize",
-            zmin=zmin,
-            zmax=zmax,
-            source_units=source_units,
-            fitted=self.normalizer.fitted_bounds,
-        )
-        if self.noise_mask is not None:
-            nm = self.noise_mask
-            record_step(
-                result,
-                "noise_mask",
-                **nm.params(),
-                threshold=nm.threshold,
-                mask_coverage=self.mask_coverage,
-                noise_clusters=nm.noise_clusters,
-                n_masked_raw=int(nm.mask.sum()),
-                n_masked_processed=int(result["noise_mask"].values.sum()),
-                fill=0.0,
-            )
-        else:
-            record_step(result, "noise_mask", enabled=False)
-        record_step(
-            result, "center_crop", size=g["crop"], offset=g["offset"], raw=raw_shape
-        )
-        record_step(
-            result,
-            "disk_filter",
-            radius=self.disk_radius,
-            boundary=f"real data around the crop, else {self.disk_boundary}",
-        )
-        record_step(result, "resize", size=g["out"], method="area")
+        """Append every step and its parameters to the output's provenance."""
+        for step, params in self._steps(result, g, raw_shape, n_nan, source_units):
+            record_step(result, step, **params)
         if n_nan:
             record_step(
                 result,
@@ -749,9 +717,42 @@ class Preprocessor:
             )
         for var in MOTION_VARIABLES:
             if var in result:
-                record_step(
-                    result, f"rescale_{var}", factor=result[var].attrs["rescaled_by"]
-                )
+                factor = result[var].attrs["rescaled_by"]
+                record_step(result, f"rescale_{var}", factor=factor)
+
+    def _steps(self, result, g, raw_shape, n_nan, source_units) -> list:
+        """``(step, parameters)`` of the chain, in order (see :meth:`_record`)."""
+        zmin, zmax = self.normalizer._bounds()
+        fitted = self.normalizer.fitted_bounds
+        mask: dict = {"enabled": False}
+        if self.noise_mask is not None:
+            n_processed = int(result["noise_mask"].values.sum())
+            mask = {
+                **self.noise_mask.provenance(),
+                "mask_coverage": self.mask_coverage,
+                "n_masked_processed": n_processed,
+                "fill": 0.0,
+            }
+        boundary = f"real data around the crop, else {self.disk_boundary}"
+        return [
+            ("fill_nan", {"value": zmin, "n_filled": n_nan}),
+            (
+                "minmax_normalize",
+                {
+                    "zmin": zmin,
+                    "zmax": zmax,
+                    "source_units": source_units,
+                    "fitted": fitted,
+                },
+            ),
+            ("noise_mask", mask),
+            (
+                "center_crop",
+                {"size": g["crop"], "offset": g["offset"], "raw": raw_shape},
+            ),
+            ("disk_filter", {"radius": self.disk_radius, "boundary": boundary}),
+            ("resize", {"size": g["out"], "method": "area"}),
+        ]
 
     def fit_transform(self, ds: xr.Dataset) -> xr.Dataset:
         """:meth:`fit` then :meth:`transform` on the same data."""

@@ -262,7 +262,9 @@ class ZarrSink:
 
         group = zarr.open_group(self.tmp, mode="a")
         group.attrs.update(_zarr_attrs(attrs))
-        with warnings.catch_warnings():  # "not part of the zarr 3 spec": xarray reads it
+        with (
+            warnings.catch_warnings()
+        ):  # "not part of the zarr 3 spec": xarray reads it
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(self.tmp)
         if self.path.exists():
