@@ -22,7 +22,9 @@ stage runs on the whole archive and on its first quarter, and
 the rate is ``(N - N/4) / (t_N - t_{N/4})``, the marginal frames per second once
 pools are started, modules imported, files opened and the K-Means clustering done
 (those fixed costs are reported apart as ``startup_s``). ``end_to_end_fps`` is
-``N / t_N``. Ratios: each stage against ``decode`` at the same worker count, and each
+``N / t_N``. ``cpu_fps`` is the same marginal rate per CPU-second of this process
+and its workers (frames per core-second: the figure to trust on a shared, loaded
+machine, where wall-clock rates depend on what else runs). Ratios: each stage against ``decode`` at the same worker count, and each
 worker count against 1 worker.
 """
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import shutil
 import sys
 import tempfile
@@ -139,10 +142,17 @@ def _preprocess(raw: Path, workers: int, out: Path, n: int) -> None:
     )
 
 
-def _timed(fn, *args) -> float:
-    t0 = time.perf_counter()
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _timed(fn, *args) -> tuple[float, float]:
+    """Wall and CPU seconds of ``fn(*args)`` (CPU: this process and its workers)."""
+    c0, t0 = _cpu_seconds(), time.perf_counter()
     fn(*args)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _cpu_seconds() - c0
 
 
 def measure(paths: list[Path], workers: int, work: Path) -> list[dict]:
@@ -166,16 +176,18 @@ def measure(paths: list[Path], workers: int, work: Path) -> list[dict]:
             else:
                 raw = work / f"import_{workers}_{k}" / "raw.nc"
                 times[k] = _timed(_preprocess, raw, workers, out, len(files))
-        marginal = (times["all"] - times["part"]) / (n - n0)
+        (wall, cpu), (wall0, cpu0) = times["all"], times["part"]
+        marginal, cpu_marginal = (wall - wall0) / (n - n0), (cpu - cpu0) / (n - n0)
         rows.append(
             {
                 "stage": stage,
                 "workers": workers,
                 "frames": n,
                 "fps": 1.0 / marginal if marginal > 0 else float("nan"),
-                "end_to_end_fps": n / times["all"],
-                "startup_s": max(times["all"] - n * marginal, 0.0),
-                "seconds": times["all"],
+                "end_to_end_fps": n / wall,
+                "startup_s": max(wall - n * marginal, 0.0),
+                "seconds": wall,
+                "cpu_fps": 1.0 / cpu_marginal if cpu_marginal > 0 else float("nan"),
             }
         )
     return rows
