@@ -9,7 +9,7 @@ Usage::
     python scripts/preprocess.py preprocess=hko input=raw.nc output=proc.nc \
         fit_block_len=20 'fit_counts=[4,1,1]' split_seed=0
     python scripts/preprocess.py preprocess=hko input=raw.nc output=proc.zarr \
-        workers=2    # or scheduler=tcp://host:8786 for a dask.distributed cluster
+        workers=2    # or executor=tcp://host:8786 for a dask.distributed cluster
 
 The noise mask is fitted on the training blocks of the split given by
 ``fit_block_len`` / ``fit_counts`` / ``split_seed`` (the split the datasets will serve;
@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> Path:
         fit_block_len=int(cfg.get("fit_block_len", 40)),
         fit_counts=[int(c) for c in cfg.get("fit_counts", (4, 1, 1))],
         workers=int(cfg.get("workers") or 0),
-        scheduler=cfg.get("scheduler"),
+        scheduler=cfg.get("executor"),
         **params,  # type: ignore[arg-type]
     )
     print(f"wrote {written}")
