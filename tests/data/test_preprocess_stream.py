@@ -120,10 +120,15 @@ def _georeferenced(n: int = 6, size: int = 12) -> xr.Dataset:
 def test_crop_and_resize_keep_the_grid(tmp_path, suffix):
     ds = _georeferenced()
     pre = Preprocessor(
-        crop_size=8, disk_radius=1, resize_to=4, noise_mask=False, progress=False
+        crop_size=8,
+        disk_radius=1,
+        resize_to=4,
+        noise_mask=False,
+        chunk_time=2,  # the no-data frame 2 opens the second chunk: coverage starts late
+        progress=False,
     )
     pre.fit(ds)
-    path = pre.transform_to_file(ds, tmp_path / f"proc{suffix}")
+    path = pre.transform_to_file(ds, tmp_path / f"proc{suffix}", chunk_time=2)
     out = open_radar(path)
     # crop 8 of 12 cells: offset 2, cells 2..9 span x = 2000..10000 m (edges);
     # resized to 4 cells of 2 km: centres 3000, 5000, 7000, 9000 m
