@@ -43,7 +43,7 @@ __all__ = [
     "processing_steps",
 ]
 
-KNOWN_UNITS = ("dBZ", "mm/h", "1")
+KNOWN_UNITS = ("dBZ", "mm/h", "1", "kg m-2", "mm")
 DEFAULT_INTENSITY = "intensity"
 _UNIT_ALIASES = {
     "dbz": "dBZ",
@@ -52,6 +52,11 @@ _UNIT_ALIASES = {
     "mm hr-1": "mm/h",
     "mm/hr": "mm/h",
     "1": "1",
+    "kg m-2": "kg m-2",  # vertically integrated liquid (SEVIR VIL)
+    "kg m**-2": "kg m-2",
+    "kg/m2": "kg m-2",
+    "kg/m^2": "kg m-2",
+    "mm": "mm",  # accumulations kept as amounts
     "": None,
 }
 

@@ -122,9 +122,11 @@ def test_bom_shape_times_coords(bom):
         np.testing.assert_array_equal(bom["y"].values, src["y"][:])
         np.testing.assert_array_equal(bom["x"].values, src["x"][:])
         assert bom["y"].attrs["units"] == src["y"].units == "km"
-        assert bom["proj"].attrs["grid_mapping_name"] == "albers_conical_equal_area"
+        # the file's CF grid mapping `proj` becomes the data set's `crs`
+        assert src["proj"].grid_mapping_name == "albers_conical_equal_area"
+    assert bom["crs"].attrs["grid_mapping_name"] == "albers_conical_equal_area"
     assert bom["y"].values[0] == 128.0 and bom["x"].values[0] == -128.0  # kept as is
-    assert da.attrs["grid_mapping"] == "proj"
+    assert da.attrs["grid_mapping"] == "crs"
     assert bom.attrs["licence"] == "http://www.bom.gov.au/other/copyright.shtml"
 
 
@@ -284,9 +286,11 @@ def test_bad_patterns_rejected(pattern, message):
 
 # --------------------------------------------------------------------------- errors
 def test_unknown_preset_lists_names():
-    with pytest.raises(ValueError, match=r"unknown importer preset 'knmi'.*'bom'"):
-        imp.get_preset("knmi")
-    assert {"hko7", "fmi", "bom"} <= set(imp.available_presets())
+    with pytest.raises(ValueError, match=r"unknown importer preset 'nexrad'.*'bom'"):
+        imp.get_preset("nexrad")
+    assert set(imp.available_presets()) == {
+        "hko7", "fmi", "bom", "odim", "knmi", "mch", "mrms", "sevir"
+    }
 
 
 def test_wrong_kind_of_preset():
@@ -313,7 +317,7 @@ def test_name_not_matching_pattern(tmp_path):
 def test_mismatched_sizes(tmp_path):
     a = _write_png(tmp_path / "201601010000.png", np.zeros((8, 8), np.uint8))
     b = _write_png(tmp_path / "201601010005.png", np.zeros((8, 6), np.uint8))
-    with pytest.raises(ValueError, match=r"201601010005.png is 8 x 6 .* first frame"):
+    with pytest.raises(ValueError, match=r"201601010005.png is 8 x 6 .* first file"):
         imp.read_image_frames([b, a], pattern="%Y%m%d%H%M", progress=False)
     with pytest.raises(ValueError, match=r"is 8 x 8 .* preset's shape is 480 x 480"):
         imp.read_image_frames(a, "hko7", pattern="%Y%m%d%H%M", progress=False)
@@ -359,8 +363,10 @@ def test_plain_pgm_header_and_obstime_warning(tmp_path):
     path = tmp_path / "201601010005_fmi.pgm"
     path.write_bytes(header + bytes([0, 64, 255, 10, 20, 30]))
     with pytest.warns(UserWarning, match="obstime 2016-01-01T00:00 differs"):
-        ds = imp.read_image_frames(path, "fmi", progress=False)
+        ds = imp.read_image_frames(path, "fmi", grid_from_header=False, progress=False)
     assert ds.attrs["pgm_projection_name"] == "TEST"
+    with pytest.raises(ValueError, match=r"201601010005_fmi.pgm: the PGM header lacks"):
+        imp.read_image_frames(path, "fmi", progress=False)
     # 0.5 p - 32 for p = 0, 64, 255 (no data), 10, 20, 30
     np.testing.assert_array_equal(
         ds["intensity"].values[0], [[-32.0, 0.0, np.nan], [-27.0, -22.0, -17.0]]

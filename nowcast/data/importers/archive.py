@@ -1,0 +1,242 @@
+"""Import a whole archive to netCDF: decode in parallel, append in time order, memory flat.
+
+Workers (local processes, threads or a ``dask.distributed`` cluster, through
+:func:`nowcast.data.parallel.map_ordered`) decode batches of files; this process stacks
+each group of ``chunk_time`` frames, checks it against the first file (grid, units) and
+the previous group (time order), and appends it to the output file, whose ``time``
+dimension is unlimited. At most a few batches are held at once, however long the
+archive. The file is written next to its destination and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import xarray as xr
+
+from nowcast.data.importers.base import (
+    DEFAULT_FILES_PER_TASK,
+    Frames,
+    PathLike,
+    Preset,
+    build_dataset,
+    check_same_grid,
+    expand_paths,
+    iter_frames,
+    order_files,
+    resolve_preset,
+    stack_frames,
+)
+from nowcast.data.parallel import batches
+from nowcast.data.radar import DEFAULT_INTENSITY, netcdf_encoding
+
+__all__ = ["import_archive", "AppendingWriter"]
+
+_EPOCH = np.datetime64("1970-01-01T00:00:00", "ns")
+
+
+class AppendingWriter:
+    """Write a radar data set to netCDF4 group by group along an unlimited ``time``.
+
+    The first :meth:`append` writes the file (attributes, coordinates, grid mapping,
+    the encoding of :func:`nowcast.data.radar.write_radar`, times as int64 seconds since
+    1970); later ones extend every variable along ``time``. Written to a temporary file
+    next to ``path`` and renamed by :meth:`close` (``ok=False`` removes it instead).
+
+    Parameters
+    ----------
+    path : path
+        Destination ``.nc`` file; parent directories are created.
+    chunk_time, complevel : int
+        netCDF chunk length along time (whole frames) and zlib level.
+    """
+
+    def __init__(self, path: PathLike, chunk_time: int = 16, complevel: int = 4) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.chunk_time, self.complevel = int(chunk_time), int(complevel)
+        self.nc: netCDF4.Dataset | None = None
+        self.n_frames = 0
+
+    def append(self, ds: xr.Dataset) -> None:
+        """Write ``ds`` (a radar data set) after the frames already written."""
+        if self.nc is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            encoding = netcdf_encoding(ds, self.chunk_time, self.complevel)
+            encoding["time"] = {
+                "units": "seconds since 1970-01-01 00:00:00",
+                "dtype": "int64",
+                "chunksizes": (self.chunk_time,),
+            }
+            ds.to_netcdf(
+                self.tmp,
+                format="NETCDF4",
+                engine="netcdf4",
+                encoding=encoding,
+                unlimited_dims=["time"],
+            )
+            self.nc = netCDF4.Dataset(self.tmp, "a")
+            self.n_frames = ds.sizes["time"]
+            return
+        k = ds.sizes["time"]
+        where = slice(self.n_frames, self.n_frames + k)
+        seconds = (ds["time"].values.astype("datetime64[ns]") - _EPOCH) // np.timedelta64(1, "s")
+        self.nc["time"][where] = seconds.astype(np.int64)
+        for var, da in ds.data_vars.items():
+            if "time" in da.dims:
+                values = da.values
+                self.nc[var][where] = values.astype(object) if values.dtype.kind == "U" else values
+        self.n_frames += k
+
+    def close(self, ok: bool = True) -> Path:
+        """Finish the file (rename it into place) or, with ``ok=False``, remove it."""
+        if self.nc is not None:
+            self.nc.close()
+            self.nc = None
+        if ok:
+            os.replace(self.tmp, self.path)
+        elif self.tmp.exists():
+            self.tmp.unlink()
+        return self.path
+
+
+def _groups(frames: Iterator[Frames], n_frames: int) -> Iterator[list[Frames]]:
+    """Group decoded files into lists of at least ``n_frames`` frames (the last: fewer)."""
+    group: list[Frames] = []
+    count = 0
+    for f in frames:
+        group.append(f)
+        count += len(f.times)
+        if count >= n_frames:
+            yield group
+            group, count = [], 0
+    if group:
+        yield group
+
+
+def _write_part(
+    frames: Iterator[Frames],
+    target: Path,
+    preset: Preset,
+    files: Sequence[Path],
+    first: list[Frames],
+    name: str,
+    chunk_time: int,
+    complevel: int,
+) -> Path:
+    """Append the frames of ``files`` to ``target``, group by group, in time order."""
+    writer = AppendingWriter(target, chunk_time, complevel)
+    last: tuple[np.datetime64, Path] | None = None
+    try:
+        for group in _groups(frames, chunk_time):
+            if not first:
+                first.append(group[0])
+            for f in group:
+                check_same_grid(first[0], f)
+            extra = {k: np.concatenate([f.extra[k] for f in group]) for k in group[0].extra}
+            order = np.argsort(np.concatenate([f.times for f in group]), kind="stable")
+            values, times, owners = stack_frames(group)
+            if last is not None and times[0] <= last[0]:
+                raise ValueError(
+                    f"{owners[0]} holds time {times[0]}, not after {last[0]} of {last[1]}: "
+                    "an archive is appended in file order, which must be the time order; "
+                    "name the files so, or give the preset a file-name pattern=... to "
+                    "order them by time"
+                )
+            last = (times[-1], owners[-1])
+            extra = {k: v[order] for k, v in extra.items()}
+            writer.append(build_dataset(values, times, first[0], preset, files, name, extra))
+    except BaseException:
+        writer.close(ok=False)
+        raise
+    return writer.close()
+
+
+def import_archive(
+    paths: PathLike | Iterable[PathLike],
+    preset: str | Preset,
+    output: PathLike,
+    *,
+    batch_size: int | None = None,
+    workers: int | None = 1,
+    scheduler: str | None = None,
+    files_per_task: int = DEFAULT_FILES_PER_TASK,
+    progress: bool = True,
+    name: str = DEFAULT_INTENSITY,
+    chunk_time: int = 16,
+    complevel: int = 4,
+    **options: object,
+) -> list[Path]:
+    """Convert a radar archive to the convention and write it as netCDF.
+
+    Parameters
+    ----------
+    paths : path, glob pattern, directory, or an iterable of these
+        The archive's files.
+    preset : str or Preset
+        Archive format (see :func:`~nowcast.data.importers.available_presets`).
+    output : path
+        Destination ``.nc`` file. With ``batch_size``, files
+        ``<stem>_00000.nc, <stem>_00001.nc, ...`` next to it instead.
+    batch_size : int, optional
+        Input files per output file; open the parts together with
+        :func:`~nowcast.data.radar.open_radar` (``"<stem>_*.nc"``). Memory is flat
+        either way (frames are appended ``chunk_time`` at a time).
+    workers : int or None
+        Local processes decoding files (1: serially in this process; ``None``/``0``:
+        every core). Ignored for a cluster.
+    scheduler : str or None
+        ``"processes"`` (default), ``"threads"``, ``"serial"``, or the address of a
+        ``dask.distributed`` scheduler (``"tcp://host:8786"``) to decode on a cluster;
+        the files must then be readable from its workers.
+    files_per_task : int
+        Files decoded per task sent to a worker.
+    progress : bool
+        Show a progress bar (files, rate, ETA).
+    name : str
+        Name of the intensity variable.
+    chunk_time, complevel : int
+        Frames per netCDF chunk and zlib level (as :func:`~nowcast.data.radar.write_radar`).
+    **options
+        Overrides of preset fields (``pattern=``, ``gain=``, ``quantity=``, ``bbox=``...).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The written files.
+
+    Raises
+    ------
+    ValueError
+        Naming the file: anything a reader rejects, a grid different from the first
+        file's, a time not after the previous file's (files are appended in order: by
+        the time in their names when the preset has a ``pattern``, else by name).
+    """
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    p = resolve_preset(preset, **options)
+    files, _ = order_files(expand_paths(paths, p.glob), p.pattern)
+    output = Path(output)
+    decoded = iter_frames(
+        files,
+        p,
+        workers=workers,
+        scheduler=scheduler,
+        files_per_task=files_per_task,
+        progress=progress,
+    )
+    if batch_size is None:
+        return [_write_part(decoded, output, p, files, [], name, chunk_time, complevel)]
+    written, first = [], []
+    for j, part in enumerate(batches(files, int(batch_size))):
+        target = output.with_name(f"{output.stem}_{j:05d}{output.suffix or '.nc'}")
+        frames = itertools.islice(decoded, len(part))
+        written.append(
+            _write_part(frames, target, p, part, first, name, chunk_time, complevel)
+        )
+    return written
