@@ -54,12 +54,23 @@ class AppendingWriter:
         Destination ``.nc`` file; parent directories are created.
     chunk_time, complevel : int
         netCDF chunk length along time (whole frames) and zlib level.
+    packing : dict, optional
+        ``{"scale_factor", "add_offset", "_FillValue"}`` when the intensity variable of
+        the appended data sets holds packed integer codes (written as they are; xarray
+        decodes them to ``code * scale_factor + add_offset`` on reading).
     """
 
-    def __init__(self, path: PathLike, chunk_time: int = 16, complevel: int = 4) -> None:
+    def __init__(
+        self,
+        path: PathLike,
+        chunk_time: int = 16,
+        complevel: int = 4,
+        packing: dict | None = None,
+    ) -> None:
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self.chunk_time, self.complevel = int(chunk_time), int(complevel)
+        self.packing = packing
         self.nc: netCDF4.Dataset | None = None
         self.n_frames = 0
 
@@ -73,6 +84,12 @@ class AppendingWriter:
                 "dtype": "int64",
                 "chunksizes": (self.chunk_time,),
             }
+            name = ds.attrs["intensity_variable"]
+            if self.packing is not None:
+                ds[name].attrs.update(
+                    {k: v for k, v in self.packing.items() if k != "_FillValue"}
+                )
+                encoding[name]["_FillValue"] = self.packing["_FillValue"]
             ds.to_netcdf(
                 self.tmp,
                 format="NETCDF4",
@@ -81,6 +98,7 @@ class AppendingWriter:
                 unlimited_dims=["time"],
             )
             self.nc = netCDF4.Dataset(self.tmp, "a")
+            self.nc[name].set_auto_maskandscale(self.packing is None)
             self.n_frames = ds.sizes["time"]
             return
         k = ds.sizes["time"]
@@ -130,7 +148,8 @@ def _write_part(
     complevel: int,
 ) -> Path:
     """Append the frames of ``files`` to ``target``, group by group, in time order."""
-    writer = AppendingWriter(target, chunk_time, complevel)
+    packing = preset.packing()
+    writer = AppendingWriter(target, chunk_time, complevel, packing)
     last: tuple[np.datetime64, Path] | None = None
     try:
         for group in _groups(frames, chunk_time):
@@ -229,6 +248,7 @@ def import_archive(
         scheduler=scheduler,
         files_per_task=files_per_task,
         progress=progress,
+        packed=p.packing() is not None,
     )
     if batch_size is None:
         return [_write_part(decoded, output, p, files, [], name, chunk_time, complevel)]

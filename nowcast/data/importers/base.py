@@ -159,6 +159,18 @@ class Preset:
         """Decode one file (to be implemented by each format)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement read_file")
 
+    def packing(self) -> dict | None:
+        """CF packing of the intensity on disk, for formats whose values are a linear map
+        of small integer codes (``scale_factor``, ``add_offset``, ``_FillValue``);
+        ``None`` (the default) stores float32. See :meth:`read_codes`."""
+        return None
+
+    def read_codes(self, path: Path) -> Frames:
+        """Like :meth:`read_file` but the values are the packed integer codes of
+        :meth:`packing` (``value = code * scale_factor + add_offset``), so that an
+        import can write them without decoding and re-encoding every pixel."""
+        raise NotImplementedError(f"{type(self).__name__} stores no packed codes")
+
     def step_params(self) -> dict:
         """The preset's fields as recorded in the provenance (not ``attrs``)."""
         skip = {"name", "attrs", "glob"}
@@ -471,6 +483,12 @@ def _read_batch(job: tuple[Preset, Sequence[Path]]) -> list[Frames]:
     return [preset.read_file(Path(p)) for p in paths]
 
 
+def _read_batch_codes(job: tuple[Preset, Sequence[Path]]) -> list[Frames]:
+    """Worker: read a batch of files as packed codes (see :meth:`Preset.read_codes`)."""
+    preset, paths = job
+    return [preset.read_codes(Path(p)) for p in paths]
+
+
 def iter_frames(
     files: Sequence[Path],
     preset: Preset,
@@ -479,6 +497,7 @@ def iter_frames(
     scheduler: str | None = None,
     files_per_task: int = DEFAULT_FILES_PER_TASK,
     progress: bool = True,
+    packed: bool = False,
 ) -> Iterator[Frames]:
     """Decode ``files`` with ``preset``, in parallel, yielding one :class:`Frames` per
     file in the order of ``files`` (at most a few batches held at once).
@@ -495,10 +514,12 @@ def iter_frames(
         Files decoded per task.
     progress : bool
         Show a progress bar (files, rate, ETA).
+    packed : bool
+        Read packed codes (:meth:`Preset.read_codes`) instead of physical values.
     """
     jobs = ((preset, batch) for batch in batches(list(files), files_per_task))
     results = map_ordered(
-        _read_batch,
+        _read_batch_codes if packed else _read_batch,
         jobs,
         workers=workers,
         scheduler=scheduler,
@@ -517,7 +538,8 @@ def stack_frames(decoded: list[Frames]) -> tuple[np.ndarray, np.ndarray, list[Pa
 
     Returns
     -------
-    values : numpy.ndarray, shape (T, H, W), float32
+    values : numpy.ndarray, shape (T, H, W)
+        float32 (or the codes' dtype for packed frames).
     times : numpy.ndarray, shape (T,), datetime64[ns], increasing
     owners : list of pathlib.Path
         The file of each frame.
@@ -537,7 +559,7 @@ def stack_frames(decoded: list[Frames]) -> tuple[np.ndarray, np.ndarray, list[Pa
     times = times[order]
     owners = [owners[i] for i in order]
     check_duplicates(times, owners)
-    stack = np.empty((times.size, *first.frame_shape), dtype=np.float32)
+    stack = np.empty((times.size, *first.frame_shape), dtype=first.values.dtype)
     position = np.empty(times.size, dtype=np.intp)
     position[order] = np.arange(times.size)
     start = 0

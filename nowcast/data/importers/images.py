@@ -103,6 +103,19 @@ class ImagePreset(Preset):
 
     def read_file(self, path: Path) -> Frames:
         """One frame: ``(1, H, W)`` float32 through the look-up table."""
+        frames = self.read_codes(path)
+        lut = pixel_lut(self.gain, self.offset, self.nodata)
+        frames.values = np.take(lut, frames.values)
+        return frames
+
+    def packing(self) -> dict:
+        """Grey levels stored as uint8 with ``scale_factor = gain``, ``add_offset =
+        offset`` and the first no-data grey level as ``_FillValue`` (lossless)."""
+        fill = np.uint8(self.nodata[0]) if self.nodata else None
+        return {"scale_factor": np.float32(self.gain), "add_offset": np.float32(self.offset), "_FillValue": fill}
+
+    def read_codes(self, path: Path) -> Frames:
+        """One frame of grey levels, ``(1, H, W)`` uint8 (no-data levels -> the first)."""
         pixels, header = read_grey_image(path)
         if self.shape is not None and pixels.shape != self.shape:
             raise ValueError(
@@ -112,12 +125,13 @@ class ImagePreset(Preset):
             )
         time = parse_time(path, self.pattern)  # type: ignore[arg-type]
         check_obstime(path, header, time)
-        values = np.take(pixel_lut(self.gain, self.offset, self.nodata), pixels)
+        if len(self.nodata) > 1:
+            pixels = np.where(np.isin(pixels, self.nodata), self.nodata[0], pixels)
         attrs = {f"pgm_{k}": v for k, v in header.items() if k not in ("obstime", "}")}
         grid = pgm_grid(header, pixels.shape, path) if self.grid_from_header else None
         long_name = "radar reflectivity" if self.units == "dBZ" else "radar intensity"
         return Frames(
-            values[None],
+            pixels[None],
             np.array([time], dtype="datetime64[ns]"),
             self.units,
             path,
