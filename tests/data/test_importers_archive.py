@@ -36,13 +36,19 @@ def test_import_archive_streams_packed_grey_levels(tmp_path):
     paths, frames = _pngs(tmp_path / "png", 37)
     # chunk_time=8: five appended groups (8, 8, 8, 8, 5 frames) into one file
     [out] = imp.import_archive(
-        paths[::-1], "hko7", tmp_path / "hko.nc", shape=(12, 10), chunk_time=8, progress=False
+        paths[::-1],
+        "hko7",
+        tmp_path / "hko.nc",
+        shape=(12, 10),
+        chunk_time=8,
+        progress=False,
     )
     back = open_radar(out, chunk_time=None)
     assert back.sizes["time"] == 37
     np.testing.assert_array_equal(
         back["time"].values,
-        np.datetime64("2016-01-01T00:00", "ns") + np.arange(37) * np.timedelta64(6, "m"),
+        np.datetime64("2016-01-01T00:00", "ns")
+        + np.arange(37) * np.timedelta64(6, "m"),
     )
     assert back["intensity"].dtype == np.float32
     assert back["intensity"].encoding["dtype"] == np.uint8  # grey levels stored as is
@@ -59,7 +65,12 @@ def test_import_archive_threads_parts_and_fmi_nodata(tmp_path):
     fmi = sorted((REAL / "fmi").glob("*.pgm.gz"))
     direct = imp.read_frames(fmi, "fmi", progress=False)
     written = imp.import_archive(
-        fmi, "fmi", tmp_path / "fmi.nc", batch_size=2, workers=2, scheduler="threads",
+        fmi,
+        "fmi",
+        tmp_path / "fmi.nc",
+        batch_size=2,
+        workers=2,
+        scheduler="threads",
         progress=False,
     )
     assert [p.name for p in written] == ["fmi_00000.nc", "fmi_00001.nc"]
@@ -72,10 +83,17 @@ def test_import_archive_threads_parts_and_fmi_nodata(tmp_path):
 
 def test_import_archive_rejects_files_out_of_time_order(tmp_path):
     bom = sorted((REAL / "bom").glob("*.nc"))
-    renamed = [shutil.copy(bom[0], tmp_path / "b.nc"), shutil.copy(bom[1], tmp_path / "a.nc")]
+    renamed = [
+        shutil.copy(bom[0], tmp_path / "b.nc"),
+        shutil.copy(bom[1], tmp_path / "a.nc"),
+    ]
     # no file-name pattern for bom: files are appended by name, a.nc (10:06) first
-    with pytest.raises(ValueError, match=r"b.nc holds time 2018-06-16T10:00.*not after"):
-        imp.import_archive(renamed, "bom", tmp_path / "x.nc", chunk_time=1, progress=False)
+    with pytest.raises(
+        ValueError, match=r"b.nc holds time 2018-06-16T10:00.*not after"
+    ):
+        imp.import_archive(
+            renamed, "bom", tmp_path / "x.nc", chunk_time=1, progress=False
+        )
     assert not list(tmp_path.glob(".x.nc*"))  # the partial file is removed
     # read_frames sorts by the times in the files instead
     ds = imp.read_frames(renamed, "bom", progress=False)

@@ -54,7 +54,11 @@ from nowcast.data.importers.mch import MCHPreset, mch_lut
 from nowcast.data.importers.mrms import MRMSPreset
 from nowcast.data.importers.netcdf import NetCDFPreset, read_netcdf_frames
 from nowcast.data.importers.odim import ODIMPreset
-from nowcast.data.importers.sevir import SEVIRPreset, read_sevir_catalog, sevir_vil_to_kgm2
+from nowcast.data.importers.sevir import (
+    SEVIRPreset,
+    read_sevir_catalog,
+    sevir_vil_to_kgm2,
+)
 
 __all__ = [
     "PRESETS",

@@ -103,12 +103,16 @@ class AppendingWriter:
             return
         k = ds.sizes["time"]
         where = slice(self.n_frames, self.n_frames + k)
-        seconds = (ds["time"].values.astype("datetime64[ns]") - _EPOCH) // np.timedelta64(1, "s")
+        seconds = (
+            ds["time"].values.astype("datetime64[ns]") - _EPOCH
+        ) // np.timedelta64(1, "s")
         self.nc["time"][where] = seconds.astype(np.int64)
         for var, da in ds.data_vars.items():
             if "time" in da.dims:
                 values = da.values
-                self.nc[var][where] = values.astype(object) if values.dtype.kind == "U" else values
+                self.nc[var][where] = (
+                    values.astype(object) if values.dtype.kind == "U" else values
+                )
         self.n_frames += k
 
     def close(self, ok: bool = True) -> Path:
@@ -157,7 +161,9 @@ def _write_part(
                 first.append(group[0])
             for f in group:
                 check_same_grid(first[0], f)
-            extra = {k: np.concatenate([f.extra[k] for f in group]) for k in group[0].extra}
+            extra = {
+                k: np.concatenate([f.extra[k] for f in group]) for k in group[0].extra
+            }
             order = np.argsort(np.concatenate([f.times for f in group]), kind="stable")
             values, times, owners = stack_frames(group)
             if last is not None and times[0] <= last[0]:
@@ -169,11 +175,17 @@ def _write_part(
                 )
             last = (times[-1], owners[-1])
             extra = {k: v[order] for k, v in extra.items()}
-            writer.append(build_dataset(values, times, first[0], preset, files, name, extra))
+            writer.append(
+                build_dataset(values, times, first[0], preset, files, name, extra)
+            )
     except BaseException:
         writer.close(ok=False)
         raise
     return writer.close()
+
+
+def _part_path(output: Path, j: int) -> Path:
+    return output.with_name(f"{output.stem}_{j:05d}{output.suffix or '.nc'}")
 
 
 def import_archive(
@@ -217,10 +229,8 @@ def import_archive(
         Files decoded per task sent to a worker.
     progress : bool
         Show a progress bar (files, rate, ETA).
-    name : str
-        Name of the intensity variable.
-    chunk_time, complevel : int
-        Frames per netCDF chunk and zlib level (as :func:`~nowcast.data.radar.write_radar`).
+    name, chunk_time, complevel
+        Intensity variable name; frames per netCDF chunk and zlib level.
     **options
         Overrides of preset fields (``pattern=``, ``gain=``, ``quantity=``, ``bbox=``...).
 
@@ -232,29 +242,24 @@ def import_archive(
     Raises
     ------
     ValueError
-        Naming the file: anything a reader rejects, a grid different from the first
-        file's, a time not after the previous file's (files are appended in order: by
-        the time in their names when the preset has a ``pattern``, else by name).
+        Naming the file: what a reader rejects, another grid than the first file's, a
+        time not after the previous file's (files are appended by the time in their
+        names when the preset has a ``pattern``, else by name).
     """
     if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     p = resolve_preset(preset, **options)
     files, _ = order_files(expand_paths(paths, p.glob), p.pattern)
     output = Path(output)
+    packed = p.packing() is not None
+    where = {"workers": workers, "scheduler": scheduler, "progress": progress}
     decoded = iter_frames(
-        files,
-        p,
-        workers=workers,
-        scheduler=scheduler,
-        files_per_task=files_per_task,
-        progress=progress,
-        packed=p.packing() is not None,
+        files, p, files_per_task=files_per_task, packed=packed, **where
     )
-    if batch_size is None:
-        return [_write_part(decoded, output, p, files, [], name, chunk_time, complevel)]
+    parts = [files] if batch_size is None else list(batches(files, int(batch_size)))
     written, first = [], []
-    for j, part in enumerate(batches(files, int(batch_size))):
-        target = output.with_name(f"{output.stem}_{j:05d}{output.suffix or '.nc'}")
+    for j, part in enumerate(parts):
+        target = output if batch_size is None else _part_path(output, j)
         frames = itertools.islice(decoded, len(part))
         written.append(
             _write_part(frames, target, p, part, first, name, chunk_time, complevel)

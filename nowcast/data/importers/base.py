@@ -174,7 +174,9 @@ class Preset:
     def step_params(self) -> dict:
         """The preset's fields as recorded in the provenance (not ``attrs``)."""
         skip = {"name", "attrs", "glob"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip
+        }
 
 
 # -------------------------------------------------------------------------- registry
@@ -305,7 +307,9 @@ def expand_paths(paths: PathLike | Iterable[PathLike], glob: str = "*") -> list[
                 p for p in Path(s).rglob(glob) if p.is_file() and p.name[0] != "."
             )
             if not found:
-                raise FileNotFoundError(f"directory {s} holds no files matching {glob!r}")
+                raise FileNotFoundError(
+                    f"directory {s} holds no files matching {glob!r}"
+                )
             out.extend(found)
         elif not Path(s).exists():
             raise FileNotFoundError(f"radar file {s} does not exist; check the path")
@@ -377,7 +381,9 @@ def compile_time_pattern(pattern: str) -> re.Pattern:
     try:
         compiled = re.compile(_pattern_regex(pattern))
     except re.error as err:
-        raise ValueError(f"time pattern {pattern!r} is not a valid regex: {err}") from err
+        raise ValueError(
+            f"time pattern {pattern!r} is not a valid regex: {err}"
+        ) from err
     groups = set(compiled.groupindex)
     missing = []
     if not groups & {"year", "year2"}:
@@ -585,7 +591,9 @@ def check_same_grid(first: Frames, this: Frames) -> None:
             "import the two quantities separately"
         )
     if first.grid is not None and not first.grid.same_as(this.grid):
-        raise ValueError(f"the grid (projection or corners) of {this.path} differs{where}")
+        raise ValueError(
+            f"the grid (projection or corners) of {this.path} differs{where}"
+        )
     for dim in ("y", "x"):
         a, b = getattr(first, dim), getattr(this, dim)
         if a is not None and (b is None or not np.array_equal(a, b)):

@@ -55,7 +55,9 @@ def as_nodata(nodata: object) -> tuple[int, ...]:
     out = []
     for v in values:
         if int(v) != v or not 0 <= int(v) <= 255:
-            raise ValueError(f"nodata grey levels must be integers in [0, 255], got {v}")
+            raise ValueError(
+                f"nodata grey levels must be integers in [0, 255], got {v}"
+            )
         out.append(int(v))
     return tuple(out)
 
@@ -98,7 +100,9 @@ class ImagePreset(Preset):
         if self.shape is not None:
             object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         if self.pattern is None:
-            raise ValueError(f"image preset {self.name!r} needs pattern=... (time in names)")
+            raise ValueError(
+                f"image preset {self.name!r} needs pattern=... (time in names)"
+            )
         compile_time_pattern(self.pattern)
 
     def read_file(self, path: Path) -> Frames:
@@ -112,7 +116,11 @@ class ImagePreset(Preset):
         """Grey levels stored as uint8 with ``scale_factor = gain``, ``add_offset =
         offset`` and the first no-data grey level as ``_FillValue`` (lossless)."""
         fill = np.uint8(self.nodata[0]) if self.nodata else None
-        return {"scale_factor": np.float32(self.gain), "add_offset": np.float32(self.offset), "_FillValue": fill}
+        return {
+            "scale_factor": np.float32(self.gain),
+            "add_offset": np.float32(self.offset),
+            "_FillValue": fill,
+        }
 
     def read_codes(self, path: Path) -> Frames:
         """One frame of grey levels, ``(1, H, W)`` uint8 (no-data levels -> the first)."""
@@ -149,7 +157,9 @@ def _cached_lut(gain: float, offset: float, nodata: tuple[int, ...]) -> np.ndarr
     return lut
 
 
-def pixel_lut(gain: float, offset: float, nodata: int | Sequence[int] = ()) -> np.ndarray:
+def pixel_lut(
+    gain: float, offset: float, nodata: int | Sequence[int] = ()
+) -> np.ndarray:
     """Look-up table from 8-bit grey level to physical value.
 
     Parameters
@@ -248,7 +258,9 @@ def pgm_grid(header: Mapping[str, str], shape: tuple[int, int], path: Path) -> G
     import pyproj
 
     need = ("type", "centrallongitude", "centrallatitude", "truelatitude", "bottomleft")
-    missing = [k for k in (*need, "metersperpixel_x", "metersperpixel_y") if k not in header]
+    missing = [
+        k for k in (*need, "metersperpixel_x", "metersperpixel_y") if k not in header
+    ]
     if missing or header["type"] != "stereographic":
         raise ValueError(
             f"{path}: the PGM header lacks {missing or 'a stereographic projection'} to "

@@ -89,13 +89,20 @@ class KNMIPreset(Preset):
                 image = f["image1"].attrs
                 overview = f["overview"].attrs
                 geo = f["geographic"].attrs
-                proj4 = attr_text(f["geographic/map_projection"].attrs, "projection_proj4_params")
+                proj4 = attr_text(
+                    f["geographic/map_projection"].attrs, "projection_proj4_params"
+                )
             except KeyError as err:
                 raise ValueError(f"{path} is not a KNMI HDF5 composite: {err}") from err
             gain, offset = parse_calibration(attr_text(cal, "calibration_formulas", ""))
-            nodata = [attr_number(cal, k) for k in ("calibration_missing_data", "calibration_out_of_image")]
+            nodata = [
+                attr_number(cal, k)
+                for k in ("calibration_missing_data", "calibration_out_of_image")
+            ]
             parameter = attr_text(image, "image_geo_parameter", "") or ""
-            start, end = (attr_text(overview, f"product_datetime_{k}") for k in ("start", "end"))
+            start, end = (
+                attr_text(overview, f"product_datetime_{k}") for k in ("start", "end")
+            )
             corners = np.ravel(geo["geo_product_corners"]).astype(float)
         values = (raw.astype(np.float64) * gain + offset).astype(np.float32)
         for v in nodata:
@@ -106,13 +113,19 @@ class KNMIPreset(Preset):
         if "MM" in parameter.upper():
             minutes = self.accumulation_minutes or _minutes(start, end, path)
             values *= np.float32(60.0 / minutes)
-            units, var_attrs = "mm/h", {"long_name": "rain rate", "standard_name": "rainfall_rate"}
+            units, var_attrs = (
+                "mm/h",
+                {"long_name": "rain rate", "standard_name": "rainfall_rate"},
+            )
         grid = corner_grid(
             metre_proj4(proj4 or ""),
             {c: (corners[2 * k], corners[2 * k + 1]) for k, c in enumerate(_CORNERS)},
             raw.shape,
         )
-        attrs = {"product": path.name.rsplit("_", 1)[0], "knmi_geo_parameter": parameter}
+        attrs = {
+            "product": path.name.rsplit("_", 1)[0],
+            "knmi_geo_parameter": parameter,
+        }
         return Frames(
             values[None],
             np.array([time], dtype="datetime64[ns]"),

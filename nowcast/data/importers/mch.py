@@ -24,7 +24,13 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from nowcast.data.importers.base import Frames, Grid, Preset, parse_time, register_preset
+from nowcast.data.importers.base import (
+    Frames,
+    Grid,
+    Preset,
+    parse_time,
+    register_preset,
+)
 
 __all__ = ["MCHPreset", "mch_lut", "mch_grid", "MCH_PRODUCTS"]
 
@@ -100,7 +106,11 @@ class MCHPreset(Preset):
             "mm/h",
             path,
             grid=mch_grid(index.shape),
-            attrs={"product": product, "accumulation_minutes": float(minutes), "gif_comment": comment},
+            attrs={
+                "product": product,
+                "accumulation_minutes": float(minutes),
+                "gif_comment": comment,
+            },
             var_attrs={"long_name": "rain rate", "standard_name": "rainfall_rate"},
         )
 
@@ -118,7 +128,9 @@ def _read_palette_gif(path: Path) -> tuple[np.ndarray, str]:
             index = np.asarray(im)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"cannot decode MeteoSwiss GIF {path}: {err}") from err
-    return index, comment.decode("latin-1") if isinstance(comment, bytes) else str(comment)
+    return index, comment.decode("latin-1") if isinstance(comment, bytes) else str(
+        comment
+    )
 
 
 def _interval_minutes(comment: str, path: Path) -> float:

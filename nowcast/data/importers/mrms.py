@@ -103,7 +103,9 @@ class MRMSPreset(Preset):
                 if self.bbox is not None:
                     rows, cols = bbox_slices(lon, lat, self.bbox)
                 values = np.asarray(msg.values, dtype=np.float32)[rows, cols]
-                time = datetime.strptime(f"{msg['dataDate']}{msg['dataTime']:04d}", "%Y%m%d%H%M")
+                time = datetime.strptime(
+                    f"{msg['dataDate']}{msg['dataTime']:04d}", "%Y%m%d%H%M"
+                )
         except (OSError, RuntimeError) as err:
             raise ValueError(f"cannot read GRIB2 file {path}: {err}") from err
         values[values < 0] = np.nan  # -3: no coverage (MRMS missing values)
@@ -114,7 +116,10 @@ class MRMSPreset(Preset):
             self.units,
             path,
             grid=grid,
-            attrs={"product": path.name.split("_")[0], "mrms_bbox": list(self.bbox or [])},
+            attrs={
+                "product": path.name.split("_")[0],
+                "mrms_bbox": list(self.bbox or []),
+            },
             var_attrs={"long_name": "MRMS surface precipitation rate"},
         )
 
@@ -124,7 +129,10 @@ def _regular_axes(msg, path: Path) -> tuple[np.ndarray, np.ndarray]:
     if msg["gridType"] != "regular_ll":
         raise ValueError(f"{path}: grid type {msg['gridType']!r}, expected regular_ll")
     ni, nj = int(msg["Ni"]), int(msg["Nj"])
-    di, dj = float(msg["iDirectionIncrementInDegrees"]), float(msg["jDirectionIncrementInDegrees"])
+    di, dj = (
+        float(msg["iDirectionIncrementInDegrees"]),
+        float(msg["jDirectionIncrementInDegrees"]),
+    )
     lon0 = float(msg["longitudeOfFirstGridPointInDegrees"])
     lat0 = float(msg["latitudeOfFirstGridPointInDegrees"])
     lon = lon0 + di * np.arange(ni) * (-1 if msg["iScansNegatively"] else 1)

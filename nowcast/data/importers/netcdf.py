@@ -109,11 +109,20 @@ class NetCDFPreset(Preset):
                     f"variable {self.variable!r} of {path} has no units attribute; pass "
                     "units='dBZ' or 'mm/h'"
                 )
-            attrs = {k: v for k, v in src.attrs.items() if k not in ("Conventions", "history")}
-            frames = Frames(values, times, str(units), path, attrs=attrs, var_attrs=var_attrs)
+            attrs = {
+                k: v
+                for k, v in src.attrs.items()
+                if k not in ("Conventions", "history")
+            }
+            frames = Frames(
+                values, times, str(units), path, attrs=attrs, var_attrs=var_attrs
+            )
             frames.grid = cf_grid(src, da)
             if frames.grid is None:
-                frames.y, frames.x = (_coordinate(da, d, n) for d, n in zip("yx", values.shape[1:]))
+                frames.y, frames.x = (
+                    _coordinate(da, d, n)
+                    for d, n in zip("yx", values.shape[1:], strict=True)
+                )
         return frames
 
     def _intensity(self, src: xr.Dataset, path: Path) -> xr.DataArray:
@@ -125,7 +134,9 @@ class NetCDFPreset(Preset):
         da = src[self.variable]
         ren = {k: v for k, v in self.rename.items() if k in da.dims or k in da.coords}
         da = da.rename(ren) if ren else da
-        squeezable = [d for d in da.dims if d not in ("time", "y", "x") and da.sizes[d] == 1]
+        squeezable = [
+            d for d in da.dims if d not in ("time", "y", "x") and da.sizes[d] == 1
+        ]
         if squeezable:
             da = da.isel({d: 0 for d in squeezable}, drop=True)
         if set(da.dims) not in ({"y", "x"}, {"time", "y", "x"}):
@@ -136,7 +147,9 @@ class NetCDFPreset(Preset):
         da = da if "time" in da.dims else da.expand_dims("time")
         return da.transpose("time", "y", "x")
 
-    def _times(self, src: xr.Dataset, da: xr.DataArray, path: Path, n: int) -> np.ndarray:
+    def _times(
+        self, src: xr.Dataset, da: xr.DataArray, path: Path, n: int
+    ) -> np.ndarray:
         tv = self.time_variable
         if tv is not None and tv in src.variables:
             t = np.atleast_1d(src[tv].values)
@@ -166,7 +179,9 @@ class NetCDFPreset(Preset):
             )
         return t.astype("datetime64[ns]")
 
-    def _interval_minutes(self, src: xr.Dataset, t: np.ndarray, path: Path) -> np.ndarray:
+    def _interval_minutes(
+        self, src: xr.Dataset, t: np.ndarray, path: Path
+    ) -> np.ndarray:
         if self.accumulation_minutes != "auto":
             return np.full(t.shape, float(self.accumulation_minutes))  # type: ignore[arg-type]
         if self.start_time_variable not in src.variables:
@@ -175,7 +190,9 @@ class NetCDFPreset(Preset):
                 f"available: {sorted(map(str, src.variables))}; pass "
                 "start_time_variable=... or accumulation_minutes=<minutes>"
             )
-        start = np.atleast_1d(src[self.start_time_variable].values).astype("datetime64[ns]")
+        start = np.atleast_1d(src[self.start_time_variable].values).astype(
+            "datetime64[ns]"
+        )
         minutes = (t - start) / np.timedelta64(1, "m")
         if minutes.shape != t.shape or np.any(~(minutes > 0)):
             raise ValueError(

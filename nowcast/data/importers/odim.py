@@ -109,7 +109,10 @@ class ODIMPreset(Preset):
             path,
             grid=grid,
             attrs=attrs,
-            var_attrs={"long_name": f"ODIM {self.quantity}", "odim_quantity": self.quantity},
+            var_attrs={
+                "long_name": f"ODIM {self.quantity}",
+                "odim_quantity": self.quantity,
+            },
         )
 
     def _find_quantity(self, f, path: Path):

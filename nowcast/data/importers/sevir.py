@@ -75,7 +75,9 @@ def read_sevir_catalog(path: str, img_type: str = "vil") -> tuple[dict, ...]:
         reader = csv.DictReader(fh)
         missing = need - set(reader.fieldnames or ())
         if missing:
-            raise ValueError(f"SEVIR catalogue {path} lacks the column(s) {sorted(missing)}")
+            raise ValueError(
+                f"SEVIR catalogue {path} lacks the column(s) {sorted(missing)}"
+            )
         return tuple(row for row in reader if row["img_type"] == img_type)
 
 
@@ -99,7 +101,9 @@ class SEVIRPreset(Preset):
 
     def __post_init__(self) -> None:
         if self.event_ids is not None:
-            ids = (self.event_ids,) if isinstance(self.event_ids, str) else self.event_ids
+            ids = (
+                (self.event_ids,) if isinstance(self.event_ids, str) else self.event_ids
+            )
             object.__setattr__(self, "event_ids", tuple(str(i) for i in ids))
 
     def read_file(self, path: Path) -> Frames:
@@ -112,21 +116,30 @@ class SEVIRPreset(Preset):
         times = [_event_times(r, path) for r in rows]
         _check_no_overlap(rows, times, path)
         values = np.concatenate([_byte_lut()[c.transpose(2, 0, 1)] for c in cubes])
-        ids = np.concatenate([np.full(len(t), r["id"]) for r, t in zip(rows, times)])
+        ids = np.concatenate(
+            [np.full(len(t), r["id"]) for r, t in zip(rows, times, strict=True)]
+        )
         return Frames(
             values,
             np.concatenate(times),
             "kg m-2",
             path,
             grid=_event_grid(rows[0], values.shape[1:]) if len(rows) == 1 else None,
-            attrs={"product": "SEVIR VIL", "sevir_events": " ".join(r["id"] for r in rows)},
+            attrs={
+                "product": "SEVIR VIL",
+                "sevir_events": " ".join(r["id"] for r in rows),
+            },
             var_attrs={"long_name": "vertically integrated liquid"},
             extra={"event_id": ids.astype(str)},
         )
 
     def _rows(self, path: Path) -> list[dict]:
         catalog = self.catalog or _find_catalog(path)
-        rows = [r for r in read_sevir_catalog(str(catalog)) if Path(r["file_name"]).name == path.name]
+        rows = [
+            r
+            for r in read_sevir_catalog(str(catalog))
+            if Path(r["file_name"]).name == path.name
+        ]
         if self.event_ids is not None:
             rows = [r for r in rows if r["id"] in self.event_ids]
         if not rows:
@@ -151,12 +164,15 @@ def _event_times(row: dict, path: Path) -> np.ndarray:
         t0 = np.datetime64(row["time_utc"].replace(" ", "T"), "s")
         offsets = np.array([int(m) for m in row["minute_offsets"].split(":")])
     except ValueError as err:
-        raise ValueError(f"{path}: event {row['id']} has unreadable times ({err})") from err
+        raise ValueError(
+            f"{path}: event {row['id']} has unreadable times ({err})"
+        ) from err
     return (t0 + offsets.astype("timedelta64[m]")).astype("datetime64[ns]")
 
 
 def _check_no_overlap(rows: list[dict], times: list[np.ndarray], path: Path) -> None:
-    for (a, ta), (b, tb) in zip(zip(rows, times), zip(rows[1:], times[1:])):
+    pairs = list(zip(rows, times, strict=True))
+    for (a, ta), (b, tb) in zip(pairs[:-1], pairs[1:], strict=True):
         if tb[0] <= ta[-1]:
             raise ValueError(
                 f"{path}: events {a['id']} and {b['id']} overlap in time ({tb[0]} <= "
