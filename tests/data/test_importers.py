@@ -10,7 +10,6 @@ auto-scaling off (value = raw int16 * scale_factor 0.05).
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import random
 import shutil
 from pathlib import Path
@@ -384,32 +383,3 @@ def test_plain_pgm_header_and_obstime_warning(tmp_path):
 def test_pixel_lut_rejects_bad_nodata():
     with pytest.raises(ValueError, match=r"integers in \[0, 255\], got 300"):
         imp.pixel_lut(1.0, 0.0, 300)
-
-
-# --------------------------------------------------------------------------- script
-def test_import_script_runs(tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location(
-        "import_radar", root / "scripts" / "import_radar.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    with initialize_config_dir(
-        config_dir=str(root / "configs" / "importer"), version_base=None
-    ):
-        cfg = compose(
-            "import_radar",
-            overrides=[
-                "preset=bom",
-                f"input={REAL / 'bom'}",
-                f"output={tmp_path / 'out.nc'}",
-                "progress=false",
-                "+options.name=rain_rate",
-            ],
-        )
-    written = module.run(cfg)
-    back = open_radar(written[0], chunk_time=None)
-    assert back.attrs["intensity_variable"] == "rain_rate"
-    np.testing.assert_array_equal(back["time"].values, BOM_TIMES)

@@ -115,7 +115,7 @@ def test_bom_interval_read_from_each_file(tmp_path):
     ("preset", "folder", "overrides", "shape"),
     [
         ("fmi", "fmi", [], (3, 1226, 760)),
-        ("bom", "bom", [], (3, 512, 512)),
+        ("bom", "bom", ["+options.name=rain_rate"], (3, 512, 512)),
         ("odim", "odim", [], (2, 2200, 1900)),
         ("mch", "mch", [], (3, 640, 710)),
     ],
@@ -144,6 +144,8 @@ def test_import_script_every_sample(tmp_path, preset, folder, overrides, shape):
         )
     [written] = module.run(cfg)
     back = open_radar(written, chunk_time=None)
-    assert back["intensity"].shape == shape
+    name = "rain_rate" if overrides else "intensity"  # +options.name renames it
+    assert back.attrs["intensity_variable"] == name
+    assert back[name].shape == shape
     assert back.attrs["importer_preset"] == preset
     assert "crs" in back  # every sample here is georeferenced

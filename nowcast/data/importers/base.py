@@ -126,6 +126,14 @@ class Frames:
     def __post_init__(self) -> None:
         self.frame_shape = tuple(self.values.shape[1:])  # kept when values are freed
 
+    @classmethod
+    def one(
+        cls, frame: np.ndarray, time: np.datetime64, units: str, path: Path, **fields
+    ) -> Frames:
+        """The :class:`Frames` of a file holding one ``(H, W)`` frame valid at ``time``."""
+        times = np.array([time], dtype="datetime64[ns]")
+        return cls(frame[None], times, units, path, **fields)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Preset:

@@ -138,9 +138,9 @@ class ImagePreset(Preset):
         attrs = {f"pgm_{k}": v for k, v in header.items() if k not in ("obstime", "}")}
         grid = pgm_grid(header, pixels.shape, path) if self.grid_from_header else None
         long_name = "radar reflectivity" if self.units == "dBZ" else "radar intensity"
-        return Frames(
-            pixels[None],
-            np.array([time], dtype="datetime64[ns]"),
+        return Frames.one(
+            pixels,
+            time,
             self.units,
             path,
             grid=grid,

@@ -126,9 +126,9 @@ class KNMIPreset(Preset):
             "product": path.name.rsplit("_", 1)[0],
             "knmi_geo_parameter": parameter,
         }
-        return Frames(
-            values[None],
-            np.array([time], dtype="datetime64[ns]"),
+        return Frames.one(
+            values,
+            time,
             units,
             path,
             grid=grid,

@@ -100,9 +100,9 @@ class MCHPreset(Preset):
         index, comment = _read_palette_gif(path)
         minutes = self.accumulation_minutes or _interval_minutes(comment, path)
         values = (mch_lut()[index] * (60.0 / minutes)).astype(np.float32)
-        return Frames(
-            values[None],
-            np.array([parse_time(path, self.pattern)], dtype="datetime64[ns]"),  # type: ignore[arg-type]
+        return Frames.one(
+            values,
+            parse_time(path, self.pattern),  # type: ignore[arg-type]
             "mm/h",
             path,
             grid=mch_grid(index.shape),

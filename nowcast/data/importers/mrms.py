@@ -110,9 +110,9 @@ class MRMSPreset(Preset):
             raise ValueError(f"cannot read GRIB2 file {path}: {err}") from err
         values[values < 0] = np.nan  # -3: no coverage (MRMS missing values)
         grid = Grid(x=lon[cols], y=lat[rows], crs="EPSG:4326", units="degrees")
-        return Frames(
-            values[None],
-            np.array([np.datetime64(time, "s")], dtype="datetime64[ns]"),
+        return Frames.one(
+            values,
+            np.datetime64(time, "s"),
             self.units,
             path,
             grid=grid,

@@ -102,9 +102,9 @@ class ODIMPreset(Preset):
             units = "mm/h"
         if minutes is not None:
             attrs["odim_interval_minutes"] = float(minutes)
-        return Frames(
-            values[None],
-            np.array([time], dtype="datetime64[ns]"),
+        return Frames.one(
+            values,
+            time,
             units,
             path,
             grid=grid,
