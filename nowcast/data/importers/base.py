@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob as _glob
 import os
 import re
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -162,6 +163,9 @@ class Preset:
     step: ClassVar[str] = "import_frames"
     #: Fields a custom preset (``preset=None``) must be given.
     required: ClassVar[tuple[str, ...]] = ()
+    #: Whether every file holds exactly one frame (then imports compress whole chunks
+    #: in the workers, see :func:`iter_chunks`).
+    one_frame_per_file: ClassVar[bool] = False
 
     def read_file(self, path: Path) -> Frames:
         """Decode one file (to be implemented by each format)."""
@@ -545,6 +549,80 @@ def iter_frames(
     )
     for result in results:
         yield from result
+
+
+@dataclass
+class Chunk:
+    """``len(times)`` consecutive frames of packed codes, compressed as one netCDF chunk.
+
+    Attributes
+    ----------
+    first : Frames
+        The first file's frames (metadata, grid, its codes), to check and describe.
+    times : numpy.ndarray, shape (k,), datetime64[ns]
+    owners : list of pathlib.Path
+        The file of each frame.
+    blob : bytes
+        zlib stream of ``chunk_time`` frames of codes (the last chunk padded with 0).
+    """
+
+    first: Frames
+    times: np.ndarray
+    owners: list[Path]
+    blob: bytes
+
+    def codes(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """The chunk's frames, decompressed: ``(k, *shape)``."""
+        flat = np.frombuffer(zlib.decompress(self.blob), dtype=dtype)
+        return flat.reshape(-1, *shape)[: len(self.times)]
+
+
+def _read_chunk(job: tuple[Preset, Sequence[Path], int, int]) -> Chunk:
+    """Worker: read one frame per file as codes and compress them as one chunk."""
+    preset, paths, chunk_time, complevel = job
+    decoded = [preset.read_codes(Path(p)) for p in paths]
+    for frames in decoded[1:]:
+        check_same_grid(decoded[0], frames)
+    codes = np.zeros((chunk_time, *decoded[0].frame_shape), decoded[0].values.dtype)
+    for i, frames in enumerate(decoded):
+        codes[i] = frames.values[0]
+    times = np.concatenate([f.times for f in decoded])
+    blob = zlib.compress(codes.tobytes(), complevel)
+    return Chunk(decoded[0], times, [f.path for f in decoded], blob)
+
+
+def iter_chunks(
+    files: Sequence[Path],
+    preset: Preset,
+    *,
+    chunk_time: int,
+    complevel: int,
+    workers: int | None = 1,
+    scheduler: str | None = None,
+    progress: bool = True,
+) -> Iterator[Chunk]:
+    """Read one-frame files as packed codes, ``chunk_time`` files per :class:`Chunk`,
+    compressed by the workers (so that writing the archive only copies bytes).
+
+    Parameters are those of :func:`iter_frames`; ``complevel`` is the zlib level.
+    """
+    if complevel < 1:
+        raise ValueError(f"compressed chunks need complevel >= 1, got {complevel}")
+    jobs = (
+        (preset, batch, chunk_time, complevel)
+        for batch in batches(list(files), chunk_time)
+    )
+    yield from map_ordered(
+        _read_chunk,
+        jobs,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        desc=f"import {preset.name}",
+        unit="file",
+        total=len(files),
+        count=lambda job: len(job[1]),
+    )
 
 
 def stack_frames(decoded: list[Frames]) -> tuple[np.ndarray, np.ndarray, list[Path]]:

@@ -94,6 +94,7 @@ class ImagePreset(Preset):
 
     step: ClassVar[str] = "import_image_frames"
     required: ClassVar[tuple[str, ...]] = ("pattern",)
+    one_frame_per_file: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nodata", as_nodata(self.nodata))
