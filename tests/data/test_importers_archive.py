@@ -149,3 +149,16 @@ def test_import_script_every_sample(tmp_path, preset, folder, overrides, shape):
     assert back[name].shape == shape
     assert back.attrs["importer_preset"] == preset
     assert "crs" in back  # every sample here is georeferenced
+
+
+def test_uncompressed_image_import_takes_the_frame_path(tmp_path):
+    paths, frames = _pngs(tmp_path / "png", 5)
+    [out] = imp.import_archive(
+        paths, "hko7", tmp_path / "raw.nc", shape=(12, 10), complevel=0, progress=False
+    )
+    back = open_radar(out, chunk_time=None)
+    assert back["intensity"].encoding["dtype"] == np.float32  # float32, no packing
+    assert "scale_factor" not in back["intensity"].encoding
+    np.testing.assert_array_equal(
+        back["intensity"].values, imp.pixel_lut(70 / 255, -10.0)[frames]
+    )

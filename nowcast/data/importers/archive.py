@@ -190,8 +190,7 @@ def _write_part(
     complevel: int,
 ) -> Path:
     """Append the frames of ``files`` to ``target``, group by group, in time order."""
-    packing = preset.packing()
-    writer = AppendingWriter(target, chunk_time, complevel, packing)
+    writer = AppendingWriter(target, chunk_time, complevel)  # float32 values
     last: tuple[np.datetime64, Path] | None = None
     try:
         for group in _groups(frames, chunk_time):

@@ -501,12 +501,6 @@ def _read_batch(job: tuple[Preset, Sequence[Path]]) -> list[Frames]:
     return [preset.read_file(Path(p)) for p in paths]
 
 
-def _read_batch_codes(job: tuple[Preset, Sequence[Path]]) -> list[Frames]:
-    """Worker: read a batch of files as packed codes (see :meth:`Preset.read_codes`)."""
-    preset, paths = job
-    return [preset.read_codes(Path(p)) for p in paths]
-
-
 def iter_frames(
     files: Sequence[Path],
     preset: Preset,
@@ -515,7 +509,6 @@ def iter_frames(
     scheduler: str | None = None,
     files_per_task: int = DEFAULT_FILES_PER_TASK,
     progress: bool = True,
-    packed: bool = False,
 ) -> Iterator[Frames]:
     """Decode ``files`` with ``preset``, in parallel, yielding one :class:`Frames` per
     file in the order of ``files`` (at most a few batches held at once).
@@ -532,12 +525,10 @@ def iter_frames(
         Files decoded per task.
     progress : bool
         Show a progress bar (files, rate, ETA).
-    packed : bool
-        Read packed codes (:meth:`Preset.read_codes`) instead of physical values.
     """
     jobs = ((preset, batch) for batch in batches(list(files), files_per_task))
     results = map_ordered(
-        _read_batch_codes if packed else _read_batch,
+        _read_batch,
         jobs,
         workers=workers,
         scheduler=scheduler,
