@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import netCDF4
@@ -263,6 +263,32 @@ def _part_path(output: Path, j: int) -> Path:
     return output.with_name(f"{output.stem}_{j:05d}{output.suffix or '.nc'}")
 
 
+def _write_parts(
+    decoded: Iterator[Frames] | Iterator[Chunk],
+    write: Callable[..., Path],
+    p: Preset,
+    files: Sequence[Path],
+    output: Path,
+    batch_size: int | None,
+    name: str,
+    chunk_time: int,
+    complevel: int,
+) -> list[Path]:
+    """Write the decoded archive to ``output`` or, with ``batch_size``, to its parts."""
+    parts = [files] if batch_size is None else list(batches(files, int(batch_size)))
+    written, first = [], []
+    for j, part in enumerate(parts):
+        target = output if batch_size is None else _part_path(output, j)
+        n_items = (
+            -(-len(part) // chunk_time) if write is _write_packed_part else len(part)
+        )
+        frames = itertools.islice(decoded, n_items)
+        written.append(
+            write(frames, target, p, part, first, name, chunk_time, complevel)
+        )
+    return written
+
+
 def import_archive(
     paths: PathLike | Iterable[PathLike],
     preset: str | Preset,
@@ -337,15 +363,6 @@ def import_archive(
     else:
         write = _write_part
         decoded = iter_frames(files, p, files_per_task=files_per_task, **where)
-    parts = [files] if batch_size is None else list(batches(files, int(batch_size)))
-    written, first = [], []
-    for j, part in enumerate(parts):
-        target = output if batch_size is None else _part_path(output, j)
-        n_items = (
-            -(-len(part) // chunk_time) if write is _write_packed_part else len(part)
-        )
-        frames = itertools.islice(decoded, n_items)
-        written.append(
-            write(frames, target, p, part, first, name, chunk_time, complevel)
-        )
-    return written
+    return _write_parts(
+        decoded, write, p, files, output, batch_size, name, chunk_time, complevel
+    )

@@ -17,7 +17,7 @@ import glob as _glob
 import os
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
@@ -527,19 +527,33 @@ def iter_frames(
         Show a progress bar (files, rate, ETA).
     """
     jobs = ((preset, batch) for batch in batches(list(files), files_per_task))
-    results = map_ordered(
-        _read_batch,
+    for result in _map_jobs(
+        _read_batch, jobs, preset, len(files), workers, scheduler, progress
+    ):
+        yield from result
+
+
+def _map_jobs(
+    func: Callable[[tuple], object],
+    jobs: Iterable[tuple],
+    preset: Preset,
+    n_files: int,
+    workers: int | None,
+    scheduler: str | None,
+    progress: bool,
+) -> Iterator:
+    """:func:`map_ordered` over jobs whose second item is their list of files."""
+    return map_ordered(
+        func,
         jobs,
         workers=workers,
         scheduler=scheduler,
         progress=progress,
         desc=f"import {preset.name}",
         unit="file",
-        total=len(files),
+        total=n_files,
         count=lambda job: len(job[1]),
     )
-    for result in results:
-        yield from result
 
 
 @dataclass
@@ -603,16 +617,8 @@ def iter_chunks(
         (preset, batch, chunk_time, complevel)
         for batch in batches(list(files), chunk_time)
     )
-    yield from map_ordered(
-        _read_chunk,
-        jobs,
-        workers=workers,
-        scheduler=scheduler,
-        progress=progress,
-        desc=f"import {preset.name}",
-        unit="file",
-        total=len(files),
-        count=lambda job: len(job[1]),
+    yield from _map_jobs(
+        _read_chunk, jobs, preset, len(files), workers, scheduler, progress
     )
 
 
