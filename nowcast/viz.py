@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from matplotlib import rcParams
 from matplotlib.animation import FuncAnimation, PillowWriter
+from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import (
     BoundaryNorm,
@@ -449,37 +450,8 @@ def plot_sequence(
     """
     frame_minutes = _check_frame_minutes(frame_minutes)
     _scale(units)
-    forecasts = dict(forecasts or {})
-    rows: list[tuple[str, np.ndarray, bool]] = []  # (label, frames, is_input)
-    if inputs is not None:
-        rows.append(("inputs", _frames(inputs, "inputs"), True))
-    if truth is not None:
-        rows.append(("truth", _frames(truth, "truth"), False))
-    for name, fc in forecasts.items():
-        rows.append((str(name), _frames(fc, f"forecasts[{name!r}]"), False))
-    if not rows:
-        raise ValueError("nothing to plot: inputs, truth and forecasts are all empty")
-
-    def where(label: str) -> str:
-        return label if label in ("inputs", "truth") else f"forecasts[{label!r}]"
-
+    rows = _sequence_rows(inputs, truth, forecasts)
     hw = rows[0][1].shape[1:]
-    first_out = None
-    for label, a, is_input in rows:
-        if a.shape[1:] != hw:
-            raise ValueError(
-                f"all frames must share one size (H, W): {where(label)} is "
-                f"{a.shape[1:]} but {where(rows[0][0])} is {hw}"
-            )
-        if is_input:
-            continue
-        if first_out is None:
-            first_out = (label, a.shape[0])
-        elif a.shape[0] != first_out[1]:
-            raise ValueError(
-                f"{where(label)} has {a.shape[0]} frames but {where(first_out[0])} "
-                f"has {first_out[1]}; every forecast-time row must cover the same leads"
-            )
     m = _mask(mask, hw)
 
     picks = [_pick(a.shape[0], max_frames) for _, a, _ in rows]
@@ -509,6 +481,44 @@ def plot_sequence(
     if title:
         fig.suptitle(title, y=1 - 0.08 / fig.get_figheight(), va="top")
     return fig
+
+
+def _sequence_rows(
+    inputs: Any, truth: Any, forecasts: Mapping[str, Any] | None
+) -> list[tuple[str, np.ndarray, bool]]:
+    """``(label, frames (T, H, W), is_input)`` rows of :func:`plot_sequence`, checked:
+    one frame size for all, one frame count for the forecast-time rows."""
+    rows: list[tuple[str, np.ndarray, bool]] = []
+    if inputs is not None:
+        rows.append(("inputs", _frames(inputs, "inputs"), True))
+    if truth is not None:
+        rows.append(("truth", _frames(truth, "truth"), False))
+    for name, fc in dict(forecasts or {}).items():
+        rows.append((str(name), _frames(fc, f"forecasts[{name!r}]"), False))
+    if not rows:
+        raise ValueError("nothing to plot: inputs, truth and forecasts are all empty")
+
+    def where(label: str) -> str:
+        return label if label in ("inputs", "truth") else f"forecasts[{label!r}]"
+
+    hw = rows[0][1].shape[1:]
+    first_out = None
+    for label, a, is_input in rows:
+        if a.shape[1:] != hw:
+            raise ValueError(
+                f"all frames must share one size (H, W): {where(label)} is "
+                f"{a.shape[1:]} but {where(rows[0][0])} is {hw}"
+            )
+        if is_input:
+            continue
+        if first_out is None:
+            first_out = (label, a.shape[0])
+        elif a.shape[0] != first_out[1]:
+            raise ValueError(
+                f"{where(label)} has {a.shape[0]} frames but {where(first_out[0])} "
+                f"has {first_out[1]}; every forecast-time row must cover the same leads"
+            )
+    return rows
 
 
 # ---------------------------------------------------------------------------------
@@ -578,23 +588,8 @@ def animate(
         raise ValueError("fmt='gif' writes a file: pass path='forecast.gif'")
     frame_minutes = _check_frame_minutes(frame_minutes)
     _scale(units)
-    panels: list[tuple[str, np.ndarray]] = []  # (title, frames)
-    where: list[str] = []  # how the caller named each panel, for error messages
-    if truth is not None:
-        panels.append(("truth", _frames(truth, "truth")))
-        where.append("truth")
-    for name, fc in (forecasts or {}).items():
-        where.append(f"forecasts[{name!r}]")
-        panels.append((str(name), _frames(fc, where[-1])))
-    if not panels:
-        raise ValueError("nothing to animate: truth is None and forecasts is empty")
+    panels = _animation_panels(truth, forecasts)
     shape = panels[0][1].shape
-    for (_, a), desc in zip(panels, where, strict=True):
-        if a.shape != shape:
-            raise ValueError(
-                f"{desc} has shape {a.shape} (T, H, W) but {where[0]} has {shape}; "
-                "all panels must cover the same lead times and grid"
-            )
     data = [_physical(a, to_physical, label) for label, a in panels]
     hide = _mask(mask, shape[1:])
     if hide is not None:
@@ -624,8 +619,39 @@ def animate(
         return [*images, suptitle]
 
     anim = FuncAnimation(fig, update, frames=n_frames, interval=interval_ms, blit=False)
+    return _write_animation(anim, fmt, path, interval_ms, dpi)
+
+
+def _animation_panels(
+    truth: Any, forecasts: Mapping[str, Any] | None
+) -> list[tuple[str, np.ndarray]]:
+    """``(title, frames (T, H, W))`` of :func:`animate`, all of one shape."""
+    panels: list[tuple[str, np.ndarray]] = []  # (title, frames)
+    where: list[str] = []  # how the caller named each panel, for error messages
+    if truth is not None:
+        panels.append(("truth", _frames(truth, "truth")))
+        where.append("truth")
+    for name, fc in (forecasts or {}).items():
+        where.append(f"forecasts[{name!r}]")
+        panels.append((str(name), _frames(fc, where[-1])))
+    if not panels:
+        raise ValueError("nothing to animate: truth is None and forecasts is empty")
+    shape = panels[0][1].shape
+    for (_, a), desc in zip(panels, where, strict=True):
+        if a.shape != shape:
+            raise ValueError(
+                f"{desc} has shape {a.shape} (T, H, W) but {where[0]} has {shape}; "
+                "all panels must cover the same lead times and grid"
+            )
+    return panels
+
+
+def _write_animation(
+    anim: FuncAnimation, fmt: str, path: Any, interval_ms: float, dpi: float
+) -> str | Path:
+    """Save ``anim`` as a GIF at ``path`` (returned), or return (and write) HTML."""
     if fmt == "gif":
-        out = Path(path)  # type: ignore[arg-type]
+        out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         anim.save(out, writer=PillowWriter(fps=1000.0 / interval_ms), dpi=dpi)
         return out
@@ -744,8 +770,45 @@ def plot_metrics_by_lead_time(
     if not scores:
         raise ValueError("scores is empty; expected {forecaster: {metric: per-lead}}")
     names = [str(n) for n in scores]
-    first = next(iter(scores.values()))
+    metrics = _choose_metrics(scores, metrics)
+    table = _score_table(scores, metrics)
+    leads_for = _lead_axis(lead_minutes)
+    fig, grid = _panel_grid(len(metrics), ncols, panel_size, extra_width=1.8)
+    colour = _line_colours([*names, *map(str, reference or {})])
+    for ax, k in zip(grid, metrics, strict=False):
+        for n in names:
+            y = table[n][k]
+            x = leads_for(n, k, y.size)
+            ax.plot(x, y, marker="o", ms=3.5, lw=1.5, color=colour[n], label=n)
+            band = _band((bands or {}).get(n, {}), k, y.size, f"bands[{n!r}][{k!r}]")
+            if band is not None:
+                ax.fill_between(x, *band, color=colour[n], alpha=0.2, lw=0)
+        for r, vals in (reference or {}).items():
+            if k in vals and np.isfinite(float(vals[k])):
+                label = f"{r} (published)" if str(r) in names else str(r)
+                ax.axhline(
+                    float(vals[k]), ls="--", lw=1.2, color=colour[str(r)], label=label
+                )
+        _label_lead_panel(ax, metric_label(k))
+    _figure_legend(fig, grid[: len(metrics)])
+    return fig
+
+
+def _line_colours(names: Sequence[str]) -> dict[str, str]:
+    """One colour of matplotlib's cycle per distinct name, in order."""
+    cycle = [c["color"] for c in rcParams["axes.prop_cycle"]]
+    colour: dict[str, str] = {}
+    for n in names:
+        colour.setdefault(n, cycle[len(colour) % len(cycle)])
+    return colour
+
+
+def _choose_metrics(
+    scores: Mapping[str, Mapping[str, Any]], metrics: Sequence[str] | None
+) -> list[str]:
+    """The metrics to draw: as given, or every 1-D one all forecasters hold."""
     if metrics is None:
+        first = next(iter(scores.values()))
         common = [
             k
             for k in first
@@ -765,7 +828,13 @@ def plot_metrics_by_lead_time(
     metrics = list(metrics)
     if not metrics:
         raise ValueError("metrics is empty; name at least one, e.g. ['csi']")
+    return metrics
 
+
+def _score_table(
+    scores: Mapping[str, Mapping[str, Any]], metrics: Sequence[str]
+) -> dict[str, dict[str, np.ndarray]]:
+    """``{forecaster: {metric: 1-D array}}``, refusing missing or non-1-D scores."""
     table: dict[str, dict[str, np.ndarray]] = {}
     for n, s in scores.items():
         table[str(n)] = {}
@@ -782,20 +851,23 @@ def plot_metrics_by_lead_time(
                     "such as 'csi_2'"
                 )
             table[str(n)][k] = a
+    return table
 
-    explicit = np.ndim(lead_minutes) > 0
-    if explicit:
-        lead_axis = _to_numpy(lead_minutes, "lead_minutes")
-        if lead_axis.ndim != 1:
-            raise ValueError(
-                f"lead_minutes must be a number or a 1-D sequence, got {lead_axis.shape}"
-            )
-    else:
+
+def _lead_axis(
+    lead_minutes: float | Sequence[float],
+) -> Callable[[str, str, int], np.ndarray]:
+    """``leads_for(forecaster, metric, length)``: lead times (min) of a series."""
+    if np.ndim(lead_minutes) == 0:
         step = _check_frame_minutes(float(lead_minutes))  # type: ignore[arg-type]
+        return lambda n, k, length: step * np.arange(1, length + 1)
+    lead_axis = _to_numpy(lead_minutes, "lead_minutes")
+    if lead_axis.ndim != 1:
+        raise ValueError(
+            f"lead_minutes must be a number or a 1-D sequence, got {lead_axis.shape}"
+        )
 
     def leads_for(n: str, k: str, length: int) -> np.ndarray:
-        if not explicit:
-            return step * np.arange(1, length + 1)
         if length != lead_axis.size:
             raise ValueError(
                 f"scores[{n!r}][{k!r}] has {length} values but lead_minutes has "
@@ -803,66 +875,47 @@ def plot_metrics_by_lead_time(
             )
         return lead_axis
 
-    n_panels = len(metrics)
+    return leads_for
+
+
+def _panel_grid(
+    n_panels: int,
+    ncols: int | None,
+    panel_size: tuple[float, float],
+    extra_width: float = 0.0,
+) -> tuple[Figure, np.ndarray]:
+    """A constrained-layout figure of ``n_panels`` axes, ``ncols`` (<= 3) a row."""
     ncols = int(ncols) if ncols else min(n_panels, 3)
     if ncols < 1:
         raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
     nrows = -(-n_panels // ncols)
     fig = Figure(
-        figsize=(panel_size[0] * ncols + 1.8, panel_size[1] * nrows),
+        figsize=(panel_size[0] * ncols + extra_width, panel_size[1] * nrows),
         layout="constrained",
     )
     grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in grid[n_panels:]:
         fig.delaxes(ax)
+    return fig, grid
 
-    cycle = [c["color"] for c in rcParams["axes.prop_cycle"]]
-    colour = {n: cycle[i % len(cycle)] for i, n in enumerate(names)}
-    for r in reference or {}:
-        if str(r) not in colour:
-            colour[str(r)] = cycle[len(colour) % len(cycle)]
 
-    for ax, k in zip(grid, metrics, strict=False):
-        for n in names:
-            y = table[n][k]
-            ax.plot(
-                leads_for(n, k, y.size),
-                y,
-                marker="o",
-                ms=3.5,
-                lw=1.5,
-                color=colour[n],
-                label=n,
-            )
-            band = _band((bands or {}).get(n, {}), k, y.size, f"bands[{n!r}][{k!r}]")
-            if band is not None:
-                ax.fill_between(
-                    leads_for(n, k, y.size), *band, color=colour[n], alpha=0.2, lw=0
-                )
-        for r, vals in (reference or {}).items():
-            if k in vals and np.isfinite(float(vals[k])):
-                ax.axhline(
-                    float(vals[k]),
-                    ls="--",
-                    lw=1.2,
-                    color=colour[str(r)],
-                    label=f"{r} (published)" if str(r) in names else str(r),
-                )
-        label = metric_label(k)
-        ax.set_title(label)
-        ax.set_ylabel(label)
-        ax.set_xlabel("lead time (min)")
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
-        ax.grid(True, alpha=0.3)
+def _label_lead_panel(ax: Axes, label: str) -> None:
+    ax.set_title(label)
+    ax.set_ylabel(label)
+    ax.set_xlabel("lead time (min)")
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
+    ax.grid(True, alpha=0.3)
 
+
+def _figure_legend(fig: Figure, axes: Sequence[Axes]) -> None:
+    """One legend right of the panels, each label once."""
     handles, labels = [], []
-    for ax in grid[:n_panels]:
+    for ax in axes:
         for hd, lb in zip(*ax.get_legend_handles_labels(), strict=True):
             if lb not in labels:
                 handles.append(hd)
                 labels.append(lb)
     fig.legend(handles, labels, loc="outside right upper", fontsize="small")
-    return fig
 
 
 def _band(
@@ -947,6 +1000,32 @@ def plot_flow(
         raise ValueError(f"step must be a positive integer (pixels), got {step!r}")
     step = int(step)
     _scale(units)
+    img, f = _frame_and_flow(frame, flow)
+    img = _physical(img, to_physical, "frame")
+
+    h, w = img.shape
+    rows = np.arange(step // 2, h, step)
+    cols = np.arange(step // 2, w, step)
+    u = f[0][np.ix_(rows, cols)]
+    v = f[1][np.ix_(rows, cols)]
+    speed = np.hypot(u, v)
+    vmax = float(speed.max()) if speed.size else 0.0
+
+    fig, grid, cax = _image_grid(1, 1, (h, w), panel_size)
+    ax = grid[0, 0]
+    _show(ax, img, units)
+    _draw_flow(ax, kind, rows, cols, u, v, vmax, step, arrow_colour)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_title(
+        title if title is not None else f"motion ({kind}), max speed {vmax:.2g} px/step"
+    )
+    _colorbar(fig, cax, units)
+    return fig
+
+
+def _frame_and_flow(frame: Any, flow: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The (H, W) frame and the finite (2, H, W) flow of :func:`plot_flow`, checked."""
     img = _to_numpy(frame, "frame")
     while img.ndim > 2 and img.shape[0] == 1:
         img = img[0]
@@ -962,21 +1041,23 @@ def plot_flow(
         )
     if not np.isfinite(f).all():
         raise ValueError("flow contains NaN or inf; fill them (e.g. with 0) first")
-    img = _physical(img, to_physical, "frame")
+    return img, f
 
-    h, w = img.shape
-    rows = np.arange(step // 2, h, step)
-    cols = np.arange(step // 2, w, step)
-    u = f[0][np.ix_(rows, cols)]
-    v = f[1][np.ix_(rows, cols)]
-    speed = np.hypot(u, v)
-    vmax = float(speed.max()) if speed.size else 0.0
 
-    fig, grid, cax = _image_grid(1, 1, (h, w), panel_size)
-    ax = grid[0, 0]
-    _show(ax, img, units)
-    xx, yy = np.meshgrid(cols, rows)
+def _draw_flow(
+    ax: Axes,
+    kind: str,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    vmax: float,
+    step: int,
+    arrow_colour: str,
+) -> None:
+    """Arrows (``quiver``) or stream lines of the sampled flow ``(u, v)`` on ``ax``."""
     if kind == "quiver":
+        xx, yy = np.meshgrid(cols, rows)
         # angles/scale_units "xy": arrows live in data coordinates, so with the image's
         # downward y axis a positive v points down, as the echo moves.
         scale = vmax / (0.9 * step) if vmax > 0 else 1.0
@@ -992,7 +1073,7 @@ def plot_flow(
             width=0.004,
         )
     else:
-        lw = 0.6 + 2.0 * speed / vmax if vmax > 0 else 0.8
+        lw = 0.6 + 2.0 * np.hypot(u, v) / vmax if vmax > 0 else 0.8
         ax.streamplot(
             cols.astype(float),
             rows.astype(float),
@@ -1003,10 +1084,3 @@ def plot_flow(
             density=1.2,
             arrowsize=1.2,
         )
-    ax.set_xlim(-0.5, w - 0.5)
-    ax.set_ylim(h - 0.5, -0.5)
-    ax.set_title(
-        title if title is not None else f"motion ({kind}), max speed {vmax:.2g} px/step"
-    )
-    _colorbar(fig, cax, units)
-    return fig

@@ -6,21 +6,37 @@ Usage::
     python scripts/train.py +experiment=hko      # the paper's radar setup
     python scripts/train.py trainer.max_epochs=10 data.batch_size=16 loss=balanced_mse
     python scripts/train.py trainer.resume=true  # continue the newest run of this name
+    python scripts/train.py trainer.resume=auto  # ... only if it was interrupted
     torchrun --nproc_per_node=4 scripts/train.py +experiment=hko   # DDP on 4 GPUs
 
 The work is done by :func:`nowcast.training.train`; this script only composes the hydra
 config ``configs/train.yaml`` and hands it over.
+
+Exit status: 0 when the training finished; 75 (``EX_TEMPFAIL``,
+:data:`nowcast.training.preemption.EXIT_PREEMPTED`) when SIGTERM or SIGUSR1 stopped it
+after a step with ``last.pt`` written (requeue the job with ``trainer.resume=auto``);
+1 on an error. A bad input (an invalid config value, missing or unreadable data, a
+diverged loss) is reported in one paragraph without a traceback
+(``HYDRA_FULL_ERROR=1`` shows it), and a run directory that holds nothing but hydra's
+own files is removed.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from nowcast.training import train
+from nowcast.training import NonFiniteLossError, train
+from nowcast.training.preemption import EXIT_PREEMPTED, TrainingPreempted
+from nowcast.training.schema import ConfigError
+
+#: Errors that are about the user's input: reported without a traceback.
+BAD_INPUT = (ConfigError, OSError, NonFiniteLossError)
 
 
 def _quiet_hydra_on_workers() -> None:
@@ -40,10 +56,51 @@ def _quiet_hydra_on_workers() -> None:
         ]
 
 
+def _remove_if_only_hydra_files(run_dir: Path) -> None:
+    """Delete ``run_dir`` (and empty parents) if it holds only ``.hydra`` and logs."""
+    if not run_dir.is_dir() or run_dir.resolve() == Path.cwd().resolve():
+        return
+    if any(p.name != ".hydra" and p.suffix != ".log" for p in run_dir.iterdir()):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in run_dir.parents:
+        if parent.resolve() == Path.cwd().resolve():
+            break
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+
+
+def _hydra_run_dir() -> Path | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:
+        return None
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Train; returns the best validation loss (for hydra sweepers)."""
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except TrainingPreempted as stopped:
+        print(stopped, file=sys.stderr, flush=True)
+        sys.exit(EXIT_PREEMPTED)
+    except BAD_INPUT as err:
+        run_dir = _hydra_run_dir()
+        if run_dir is not None and int(os.environ.get("RANK", "0")) == 0:
+            _remove_if_only_hydra_files(run_dir)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(
+            f"error: {err}\n(set HYDRA_FULL_ERROR=1 for the traceback)",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(1)
     return float(metrics["best_val_loss"])
 
 

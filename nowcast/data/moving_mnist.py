@@ -52,8 +52,9 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -812,8 +813,7 @@ def prepare_moving_mnist(
             "digits_sha256_16": digits_hash,
             "generator_version": GENERATOR_VERSION,
         }
-        key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:12]
-        path = root / f"moving_mnist_{split}_n{n}_d{d}_seed{seed}_{key}.npy"
+        path = _split_path(root, meta)
         if not path.is_file():
             meta |= {"digit_source": subset.source, "layout": "(N, T, H, W) uint8"}
             _write_split(
@@ -822,6 +822,18 @@ def prepare_moving_mnist(
             )  # fmt: skip
         paths[split] = path
     return paths
+
+
+def _split_path(root: Path, meta: Mapping[str, Any]) -> Path:
+    """The cache file of a split: its settings in the name and a hash of ``meta``."""
+    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:12]
+    split, n, d, seed = (
+        meta["split"],
+        meta["n_sequences"],
+        meta["n_digits"],
+        meta["seed"],
+    )
+    return root / f"moving_mnist_{split}_n{n}_d{d}_seed{seed}_{key}.npy"
 
 
 # ---------------------------------------------------------------- published test

@@ -40,7 +40,9 @@ import hashlib
 import json
 import os
 import time as _time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import dask.array as dska
 import numpy as np
@@ -152,20 +154,43 @@ def _clutter(
     return mask, level.astype(np.float32), presence
 
 
-def _day(
-    rng: np.random.Generator, out: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Fill ``out`` (n_frames, size, size) with one day of rain in dBZ; return its
-    velocity field ``u``, ``v`` (size, size) and parameters."""
-    n_frames, size = out.shape[0], out.shape[1]
-    scale = size / 480.0
-    speed = rng.uniform(1.0, 3.5) * scale
+def _affine_motion(
+    rng: np.random.Generator, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """A day's velocity ``t + a (x - c)``: translation ``t`` (px/step), trace-free
+    ``a`` (rotation and strain per step), the centre ``c`` (px) and the rotation
+    and the two strain rates that make ``a``."""
+    speed = rng.uniform(1.0, 3.5) * (size / 480.0)
     direction = rng.uniform(0, 2 * np.pi)
     t = speed * np.array([np.cos(direction), np.sin(direction)])
     omega = rng.uniform(-1, 1) * 0.002  # rotation, rad per step
     s1, s2 = rng.uniform(-1, 1, 2) * 0.0008  # shear / strain, trace 0
     a = np.array([[s1, s2 - omega], [s2 + omega, -s1]])
     c = size / 2 + rng.uniform(-0.25, 0.25, 2) * size
+    return t, a, c, (omega, s1, s2)
+
+
+def _rain_dbz(excess: np.ndarray, cores: np.ndarray) -> np.ndarray:
+    """A frame's dBZ: rain (10-38 dBZ, cores up to 70) where ``excess`` > 0."""
+    wet = excess > 0
+    e = excess[wet]
+    dbz = (
+        10.0
+        + 28.0 * (1.0 - np.exp(e * np.float32(-1 / 0.6)))
+        + 25.0 * np.clip(cores[wet] - 1.0, 0, None) * np.clip(e * 2.0, 0, 1)
+    )
+    frame = np.full(excess.shape, DRY_DBZ, dtype=np.float32)
+    frame[wet] = np.minimum(dbz, 70.0)
+    return frame
+
+
+def _day(
+    rng: np.random.Generator, out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Fill ``out`` (n_frames, size, size) with one day of rain in dBZ; return its
+    velocity field ``u``, ``v`` (size, size) and parameters."""
+    n_frames, size = out.shape[0], out.shape[1]
+    t, a, c, (omega, s1, s2) = _affine_motion(rng, size)
 
     n_base = 2 * size  # periodic base domain, larger than the frame
     cell = size / 12
@@ -224,17 +249,7 @@ def _day(
         )
         cells = cos_cells[i] * f[..., 0] + sin_cells[i] * f[..., 1]
         cores = cos_cores[i] * f[..., 3] + sin_cores[i] * f[..., 4]
-        excess = coef * cells + w_band32 * f[..., 2] - thr[i]
-        wet = excess > 0
-        e = excess[wet]
-        dbz = (
-            10.0
-            + 28.0 * (1.0 - np.exp(e * np.float32(-1 / 0.6)))
-            + 25.0 * np.clip(cores[wet] - 1.0, 0, None) * np.clip(e * 2.0, 0, 1)
-        )
-        frame = np.full((size, size), DRY_DBZ, dtype=np.float32)
-        frame[wet] = np.minimum(dbz, 70.0)
-        out[i] = frame
+        out[i] = _rain_dbz(coef * cells + w_band32 * f[..., 2] - thr[i], cores)
     u = (t[0] + a[0, 0] * px + a[0, 1] * py).astype(np.float32)
     v = (t[1] + a[1, 0] * px + a[1, 1] * py).astype(np.float32)
     params = {
@@ -292,29 +307,12 @@ def make_synthetic_radar(
         step along +x / +y (lazy dask arrays, one chunk per day); ``clutter_mask``
         (y, x) bool. Attributes say that it is synthetic and how it was made.
     """
-    if int(n_days) != n_days or n_days < 1:
-        raise ValueError(f"n_days must be a positive integer, got {n_days!r}")
-    if int(frames_per_day) != frames_per_day or not 1 <= frames_per_day <= 240:
-        raise ValueError(
-            f"frames_per_day must be an integer in 1..240 (6-minute steps within one "
-            f"day), got {frames_per_day!r}"
-        )
-    if int(size) != size or size < 16:
-        raise ValueError(f"size must be an integer >= 16, got {size!r}")
-    if int(max_gap_days) != max_gap_days or max_gap_days < 2:
-        raise ValueError(f"max_gap_days must be an integer >= 2, got {max_gap_days!r}")
+    _check_generator_args(n_days, frames_per_day, size, max_gap_days)
     root = np.random.SeedSequence(seed)
     rng_site, rng_noise, *rng_days = (
         np.random.default_rng(s) for s in root.spawn(2 + n_days)
     )
-
-    # time axis: rainy days separated by gaps, 6-minute steps within a day
-    gaps = rng_site.integers(2, max_gap_days + 1, size=n_days - 1)
-    day0 = np.datetime64(start, "D") + np.concatenate([[0], np.cumsum(gaps)]).astype(
-        "timedelta64[D]"
-    )
-    steps = np.arange(frames_per_day) * STEP
-    times = (day0[:, None] + steps[None, :]).ravel().astype("datetime64[ns]")
+    times = _rainy_day_times(rng_site, n_days, frames_per_day, start, max_gap_days)
 
     yy, xx = np.mgrid[0:size, 0:size]
     radius = np.hypot(yy - (size - 1) / 2, xx - (size - 1) / 2)
@@ -330,29 +328,8 @@ def make_synthetic_radar(
         vs.append(v)
         day_params.append(p)
 
-    # speckle: single pixels, new every frame (flat indices into the whole cube)
-    n_speckle = rng_noise.poisson(speckle_rate * data.size)
-    idx = rng_noise.integers(0, data.size, n_speckle)
-    flat = data.reshape(-1)
-    flat[idx] = np.maximum(flat[idx], rng_noise.uniform(0.0, 30.0, n_speckle))
-    # ground clutter: same pixels every day, flickering around their level
-    cy, cx = np.nonzero(clutter)
-    present = rng_noise.random((n_t, cy.size)) < presence[cy, cx]
-    value = level[cy, cx] + rng_noise.normal(0.0, 3.0, (n_t, cy.size))
-    data[:, cy, cx] = np.where(
-        present, np.maximum(data[:, cy, cx], value), data[:, cy, cx]
-    )
+    _add_speckle_and_clutter(data, rng_noise, speckle_rate, clutter, level, presence)
     data[:, ~inside] = np.nan
-
-    description = (
-        "Synthetic radar reflectivity made by nowcast.data.synthetic."
-        "make_synthetic_radar: per day, periodic power-law Gaussian random fields "
-        "(cells, 4:1 bands, convective cores) advected exactly by a stationary "
-        "divergence-free affine velocity field (translation + rotation + shear), "
-        "evolving by rotation between field pairs (growth and decay) under a storm "
-        "life-cycle threshold; fixed ground clutter, per-frame speckle, NaN outside "
-        "the radar range. Not real weather."
-    )
     params = {
         "n_days": n_days,
         "frames_per_day": frames_per_day,
@@ -364,6 +341,84 @@ def make_synthetic_radar(
         "speckle_rate": speckle_rate,
         "version": SYNTHETIC_VERSION,
     }
+    return _synthetic_dataset(data, times, params, day_params, us, vs, clutter)
+
+
+def _check_generator_args(
+    n_days: int, frames_per_day: int, size: int, max_gap_days: int
+) -> None:
+    if int(n_days) != n_days or n_days < 1:
+        raise ValueError(f"n_days must be a positive integer, got {n_days!r}")
+    if int(frames_per_day) != frames_per_day or not 1 <= frames_per_day <= 240:
+        raise ValueError(
+            f"frames_per_day must be an integer in 1..240 (6-minute steps within one "
+            f"day), got {frames_per_day!r}"
+        )
+    if int(size) != size or size < 16:
+        raise ValueError(f"size must be an integer >= 16, got {size!r}")
+    if int(max_gap_days) != max_gap_days or max_gap_days < 2:
+        raise ValueError(f"max_gap_days must be an integer >= 2, got {max_gap_days!r}")
+
+
+def _rainy_day_times(
+    rng: np.random.Generator,
+    n_days: int,
+    frames_per_day: int,
+    start: str,
+    max_gap_days: int,
+) -> np.ndarray:
+    """Frame times: rainy days 2..max_gap_days apart, 6-minute steps from 00:00."""
+    gaps = rng.integers(2, max_gap_days + 1, size=n_days - 1)
+    day0 = np.datetime64(start, "D") + np.concatenate([[0], np.cumsum(gaps)]).astype(
+        "timedelta64[D]"
+    )
+    steps = np.arange(frames_per_day) * STEP
+    return (day0[:, None] + steps[None, :]).ravel().astype("datetime64[ns]")
+
+
+def _add_speckle_and_clutter(
+    data: np.ndarray,
+    rng: np.random.Generator,
+    speckle_rate: float,
+    clutter: np.ndarray,
+    level: np.ndarray,
+    presence: np.ndarray,
+) -> None:
+    """Speckle (single pixels, new every frame) and flickering ground clutter (the
+    same pixels every day, around their level), into ``data`` (T, H, W) dBZ."""
+    n_speckle = rng.poisson(speckle_rate * data.size)
+    idx = rng.integers(0, data.size, n_speckle)
+    flat = data.reshape(-1)
+    flat[idx] = np.maximum(flat[idx], rng.uniform(0.0, 30.0, n_speckle))
+    cy, cx = np.nonzero(clutter)
+    n_t = data.shape[0]
+    present = rng.random((n_t, cy.size)) < presence[cy, cx]
+    value = level[cy, cx] + rng.normal(0.0, 3.0, (n_t, cy.size))
+    data[:, cy, cx] = np.where(
+        present, np.maximum(data[:, cy, cx], value), data[:, cy, cx]
+    )
+
+
+def _synthetic_dataset(
+    data: np.ndarray,
+    times: np.ndarray,
+    params: dict[str, Any],
+    day_params: list[dict[str, Any]],
+    us: list[np.ndarray],
+    vs: list[np.ndarray],
+    clutter: np.ndarray,
+) -> xr.Dataset:
+    """The convention's Dataset: intensity, lazy true motion, clutter mask, attrs."""
+    frames_per_day, size = params["frames_per_day"], params["size"]
+    description = (
+        "Synthetic radar reflectivity made by nowcast.data.synthetic."
+        "make_synthetic_radar: per day, periodic power-law Gaussian random fields "
+        "(cells, 4:1 bands, convective cores) advected exactly by a stationary "
+        "divergence-free affine velocity field (translation + rotation + shear), "
+        "evolving by rotation between field pairs (growth and decay) under a storm "
+        "life-cycle threshold; fixed ground clutter, per-frame speckle, NaN outside "
+        "the radar range. Not real weather."
+    )
     ds = make_radar_dataset(
         data,
         times,
@@ -447,9 +502,6 @@ def prepare_synthetic(
         ``root / "processed.nc"``. A second call with the same parameters returns at
         once; changed parameters regenerate.
     """
-    from nowcast.data.preprocess import Preprocessor
-    from nowcast.data.split import block_split
-
     root = Path(root)
     pre_params = {**DEFAULT_PREPROCESS, **dict(preprocess or {})}
     params = {
@@ -463,28 +515,15 @@ def prepare_synthetic(
     key = _cache_key(params)
     out_path = root / "processed.nc"
     meta_path = root / "prepare.json"
-    if not force and out_path.exists() and meta_path.exists():
-        try:
-            if json.loads(meta_path.read_text()).get("key") == key:
-                return out_path
-        except (json.JSONDecodeError, OSError):
-            pass
+    if not force and _cache_matches(out_path, meta_path, key):
+        return out_path
     root.mkdir(parents=True, exist_ok=True)
     meta_path.unlink(missing_ok=True)
 
     t0 = _time.perf_counter()
     raw = make_synthetic_radar(n_days, frames_per_day, size, seed=seed)
     t1 = _time.perf_counter()
-    times = raw["time"].values
-    train = block_split(times, seed=seed)["train"]
-    fit_index = np.concatenate([np.arange(a, b) for a, b in train]) if train else None
-    pre = Preprocessor(**pre_params, progress=progress)
-    split = (
-        {"fit_on": "all"}
-        if fit_index is None
-        else {"fit_on": "train", "block_len": 40, "counts": [4, 1, 1], "seed": seed}
-    )
-    pre.fit(raw if fit_index is None else raw.isel(time=fit_index), split=split)
+    pre, fitted_on = _fit_on_train_blocks(raw, pre_params, seed, progress)
     processed = pre.transform(raw)
     t2 = _time.perf_counter()
     write_radar(processed, out_path, allow_nan=False)
@@ -493,7 +532,7 @@ def prepare_synthetic(
     meta = {
         "key": key,
         "params": params,
-        "fitted_on": "train blocks" if fit_index is not None else "all frames",
+        "fitted_on": fitted_on,
         "seconds": {
             "generate": round(t1 - t0, 3),
             "preprocess": round(t2 - t1, 3),
@@ -502,6 +541,35 @@ def prepare_synthetic(
     }
     meta_path.write_text(json.dumps(meta, indent=2))
     return out_path
+
+
+def _cache_matches(out_path: Path, meta_path: Path, key: str) -> bool:
+    """Whether ``out_path`` exists and ``meta_path`` records the cache ``key``."""
+    if not (out_path.exists() and meta_path.exists()):
+        return False
+    try:
+        return json.loads(meta_path.read_text()).get("key") == key
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def _fit_on_train_blocks(
+    raw: xr.Dataset, pre_params: Mapping[str, Any], seed: int, progress: bool
+) -> tuple[Any, str]:
+    """A Preprocessor fitted on the training blocks of ``raw`` (all frames when it
+    has none), and which of the two it was fitted on."""
+    from nowcast.data.preprocess import Preprocessor
+    from nowcast.data.split import block_split
+
+    train = block_split(raw["time"].values, seed=seed)["train"]
+    pre = Preprocessor(**pre_params, progress=progress)
+    if not train:
+        pre.fit(raw, split={"fit_on": "all"})
+        return pre, "all frames"
+    fit_index = np.concatenate([np.arange(a, b) for a, b in train])
+    split = {"fit_on": "train", "block_len": 40, "counts": [4, 1, 1], "seed": seed}
+    pre.fit(raw.isel(time=fit_index), split=split)
+    return pre, "train blocks"
 
 
 def synthetic_datasets(

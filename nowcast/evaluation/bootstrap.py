@@ -224,36 +224,44 @@ def bootstrap_intervals(
         name: {k: _lead_mean(v) for k, v in _full_scores(acc, keys).items()}
         for name, acc in accumulators.items()
     }
-    meta = {
-        "n_resamples": int(n_resamples),
-        "seed": int(seed),
-        "level": float(level),
-        "n_groups": len(ids),
-    }
+    meta = dict(n_resamples=int(n_resamples), seed=int(seed), level=float(level))
+    meta["n_groups"] = len(ids)
     out: dict[str, dict[str, Any]] = {}
     for name in accumulators:
-        res: dict[str, Any] = {
-            "ci": {},
-            "ci_per_lead": {},
-            "diff": {},
-            "bootstrap": meta,
-        }
+        res: dict[str, Any] = {"ci": {}, "ci_per_lead": {}, "diff": {}}
         for k in keys:
             lo, hi = _interval(means[name][k], level)
             res["ci"][k] = (float(lo), float(hi))
             lo_t, hi_t = _interval(per_lead[name][k], level)
             res["ci_per_lead"][k] = {"lo": lo_t, "hi": hi_t}
-            if reference is not None:
-                diff = means[name][k] - means[reference][k]
-                d_lo, d_hi = _interval(diff, level)
-                res["diff"][k] = {
-                    "mean": float(point[name][k] - point[reference][k]),
-                    "lo": float(d_lo),
-                    "hi": float(d_hi),
-                    "reference": reference,
-                }
-        out[name] = res
+        if reference is not None:
+            res["diff"] = _paired_differences(
+                means, point, name, reference, keys, level
+            )
+        out[name] = {**res, "bootstrap": meta}
     return out
+
+
+def _paired_differences(
+    means: Mapping[str, Mapping[str, torch.Tensor]],
+    point: Mapping[str, Mapping[str, float]],
+    name: str,
+    reference: str,
+    keys: Sequence[str],
+    level: float,
+) -> dict[str, dict[str, Any]]:
+    """``{key: {mean, lo, hi, reference}}``: ``name`` minus ``reference`` over the
+    same resamples (``means``: resampled lead means, ``point``: full-sample ones)."""
+    diffs = {}
+    for k in keys:
+        d_lo, d_hi = _interval(means[name][k] - means[reference][k], level)
+        diffs[k] = {
+            "mean": float(point[name][k] - point[reference][k]),
+            "lo": float(d_lo),
+            "hi": float(d_hi),
+            "reference": reference,
+        }
+    return diffs
 
 
 def _full_scores(

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from nowcast.evaluation.bootstrap import (
     DEFAULT_BOOTSTRAP,
@@ -35,6 +35,8 @@ __all__ = [
     "HKO7_CSI_TABLE",
     "PAPER_COLUMNS",
     "accumulate_forecasts",
+    "process_shard",
+    "is_main_process",
     "evaluate_forecasters",
     "markdown_table",
     "scores_by_lead",
@@ -98,6 +100,89 @@ def _is_persistence(name: str, forecaster: object) -> bool:
     return isinstance(forecaster, Persistence) or name.lower() == "persistence"
 
 
+def process_shard() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process: ``(0, 1)`` without a process group.
+
+    Under ``torchrun`` (an initialised ``torch.distributed`` group) the evaluation
+    runs on every rank over its shard of the split and the accumulators are summed
+    across ranks; only rank 0 writes files.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (and without a process group): the process that writes files."""
+    return process_shard()[0] == 0
+
+
+def _shard_indices(
+    n_items: int, batch_size: int, max_batches: int | None
+) -> np.ndarray:
+    """This rank's item indices: every ``world``-th of the first ``max_batches`` batches.
+
+    ``max_batches`` counts batches of the whole split (not per rank), so a run on
+    several processes scores exactly the windows of a one-process run.
+    """
+    rank, world = process_shard()
+    n = n_items if max_batches is None else min(n_items, max_batches * batch_size)
+    if n < world:
+        raise ValueError(
+            f"{n} windows to evaluate but {world} processes: every process needs at "
+            "least one; evaluate with fewer processes or more windows "
+            "(evaluation.max_batches)"
+        )
+    return np.arange(rank, n, world)
+
+
+def _validate_inputs(
+    forecasters: Mapping[str, Forecaster],
+    dataset: Dataset,
+    batch_size: int,
+    groups: Sequence[int] | np.ndarray | None,
+) -> np.ndarray | None:
+    """Check what :func:`accumulate_forecasts` gets; the groups as a flat array."""
+    if not forecasters:
+        raise ValueError(
+            "forecasters is empty; pass e.g. {'persistence': Persistence()}"
+        )
+    for name, fc in forecasters.items():
+        if not callable(getattr(fc, "predict", None)):
+            raise TypeError(
+                f"forecaster {name!r} has no predict(inputs, n_steps) method, got "
+                f"{type(fc).__name__}"
+            )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise ValueError("dataset is empty; nothing to evaluate")
+    if groups is None:
+        return None
+    groups = np.asarray(groups).ravel()
+    if groups.size != len(dataset):  # type: ignore[arg-type]
+        raise ValueError(
+            f"groups must hold one id per dataset item ({len(dataset)}), got "
+            f"{groups.size}"
+        )
+    return groups
+
+
+def _sum_over_processes(values: Mapping[str, float]) -> dict[str, float]:
+    """Sum a flat dict of numbers over all ranks (unchanged without a group)."""
+    import torch.distributed as dist
+
+    if process_shard()[1] == 1:
+        return dict(values)
+    keys = list(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    summed = dict(zip(keys, t.tolist(), strict=True))
+    return {k: int(v) if isinstance(values[k], int) else v for k, v in summed.items()}
+
+
 @torch.no_grad()
 def accumulate_forecasts(
     forecasters: Mapping[str, Forecaster],
@@ -119,7 +204,9 @@ def accumulate_forecasts(
     ``(inputs, targets)`` or ``(inputs, targets, target_valid)`` is moved to ``device``
     once, forecast by each forecaster with ``predict(inputs, n_steps)`` and added with
     ``accumulators[name].update(pred, targets[, mask][, groups=...])``, so nothing
-    field-sized leaves the device.
+    field-sized leaves the device. Under a process group (``torchrun``) each rank
+    takes every ``world_size``-th window (:func:`process_shard`); the caller sums the
+    accumulators with ``all_reduce()``, the counts returned here are already summed.
 
     Parameters
     ----------
@@ -131,9 +218,12 @@ def accumulate_forecasts(
         True where the observation exists (per-frame radar coverage).
     accumulators : dict of str to accumulator
         One per forecaster name, with ``update(pred, target[, mask][, groups])``.
-    n_steps, batch_size, device, mask, progress, max_batches, num_workers
+    n_steps, batch_size, device, mask, progress, num_workers
         As in :func:`evaluate_forecasters`. The mask passed on is the static ``mask``
         AND the batch's ``target_valid`` (only when either is given).
+    max_batches : int, optional
+        Score only the first ``max_batches * batch_size`` windows of the split (on
+        all ranks together).
     groups : sequence of int, optional
         One independent-unit id (e.g. ``dataset.block_ids``) per dataset item, in
         dataset order; passed to ``update(..., groups=...)`` when given.
@@ -141,93 +231,113 @@ def accumulate_forecasts(
     Returns
     -------
     dict
-        ``predict_seconds`` (name -> total seconds in ``predict``), ``n_sequences``
-        and ``mask_counts``: ``pixel_frames`` (scored-lead pixels x frames seen),
-        ``clutter`` (pixel-frames removed by the static mask), ``no_coverage``
-        (pixel-frames without an observation) and ``no_coverage_only`` (of those, the
-        ones the static mask kept) and ``with_coverage`` (pixel-frames of batches that
-        carried a coverage mask).
+        ``predict_seconds`` (name -> total seconds in ``predict``, all ranks),
+        ``n_sequences`` and ``mask_counts`` (all ranks): ``pixel_frames``
+        (scored-lead pixels x frames seen), ``clutter`` (pixel-frames removed by the
+        static mask), ``no_coverage`` (pixel-frames without an observation),
+        ``no_coverage_only`` (of those, the ones the static mask kept) and
+        ``with_coverage`` (pixel-frames of batches that carried a coverage mask).
     """
     n_steps = check_n_steps(n_steps)
-    if not forecasters:
-        raise ValueError(
-            "forecasters is empty; pass e.g. {'persistence': Persistence()}"
-        )
-    for name, fc in forecasters.items():
-        if not callable(getattr(fc, "predict", None)):
-            raise TypeError(
-                f"forecaster {name!r} has no predict(inputs, n_steps) method, got "
-                f"{type(fc).__name__}"
-            )
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if len(dataset) == 0:  # type: ignore[arg-type]
-        raise ValueError("dataset is empty; nothing to evaluate")
+    groups = _validate_inputs(forecasters, dataset, batch_size, groups)
     device = torch.device(device)
     for fc in forecasters.values():
         if isinstance(fc, torch.nn.Module):
             fc.eval().to(device)
     static = None if mask is None else torch.as_tensor(mask).to(device).bool()
+    indices = _shard_indices(len(dataset), batch_size, max_batches)  # type: ignore[arg-type]
     if groups is not None:
-        groups = np.asarray(groups).ravel()
-        if groups.size != len(dataset):  # type: ignore[arg-type]
-            raise ValueError(
-                f"groups must hold one id per dataset item ({len(dataset)}), got "
-                f"{groups.size}"
-            )
+        groups = groups[indices]
     counts = dict.fromkeys(
         ("pixel_frames", "clutter", "no_coverage", "no_coverage_only", "with_coverage"),
         0,
     )
     seconds = dict.fromkeys(forecasters, 0.0)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-    )
-    total = len(loader) if max_batches is None else min(len(loader), max_batches)
-    batches: Any = loader
-    if progress:
+    batches = _shard_batches(dataset, indices, batch_size, num_workers, device)
+    if progress and is_main_process():
         from tqdm.auto import tqdm
 
-        batches = tqdm(loader, total=total, desc="evaluate", unit="batch")
+        batches = tqdm(batches, desc="evaluate", unit="batch")
     n_seq = 0
-    for i, batch in enumerate(batches):
-        if max_batches is not None and i >= max_batches:
-            break
-        inputs, targets, target_valid = _unpack(batch)
-        if targets.shape[1] < n_steps:
-            raise ValueError(
-                f"targets hold {targets.shape[1]} frames but n_steps={n_steps}; build "
-                "the dataset with output_len >= n_steps"
-            )
-        inputs = inputs.to(device, non_blocking=True).float()
-        targets = targets[:, :n_steps].to(device, non_blocking=True).float()
-        if target_valid is not None:
-            target_valid = target_valid[:, :n_steps].to(device).bool()
-        batch_mask = _combine_masks(static, target_valid, targets.shape, counts)
+    for batch in batches:
+        inputs, targets, batch_mask = _batch_on_device(
+            batch, n_steps, device, static, counts
+        )
         extra = () if batch_mask is None else (batch_mask,)
         kw = {}
         if groups is not None:
             kw["groups"] = groups[n_seq : n_seq + inputs.shape[0]]
         n_seq += inputs.shape[0]
         for name, fc in forecasters.items():
-            t0 = time.perf_counter()
-            pred = fc.predict(inputs, n_steps)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds[name] += time.perf_counter() - t0
-            if pred.shape != targets.shape:
-                raise ValueError(
-                    f"forecaster {name!r} returned shape {tuple(pred.shape)}, expected "
-                    f"{tuple(targets.shape)} (B, n_steps, C, H, W)"
-                )
+            pred, dt = _timed_predict(name, fc, inputs, n_steps, targets.shape)
+            seconds[name] += dt
             accumulators[name].update(pred.to(device), targets, *extra, **kw)
-    if progress:
+    if hasattr(batches, "close"):
         batches.close()
-    return {"predict_seconds": seconds, "n_sequences": n_seq, "mask_counts": counts}
+    return {
+        "predict_seconds": _sum_over_processes(seconds),
+        "n_sequences": int(_sum_over_processes({"n": n_seq})["n"]),
+        "mask_counts": _sum_over_processes(counts),
+    }
+
+
+def _shard_batches(
+    dataset: Dataset,
+    indices: np.ndarray,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+) -> DataLoader:
+    """Batches of this rank's items ``indices`` of ``dataset``, in order."""
+    return DataLoader(
+        Subset(dataset, indices.tolist()),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def _batch_on_device(
+    batch: object,
+    n_steps: int,
+    device: torch.device,
+    static: torch.Tensor | None,
+    counts: dict[str, int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Inputs, the first ``n_steps`` targets and the scoring mask, on ``device``."""
+    inputs, targets, target_valid = _unpack(batch)
+    if targets.shape[1] < n_steps:
+        raise ValueError(
+            f"targets hold {targets.shape[1]} frames but n_steps={n_steps}; build "
+            "the dataset with output_len >= n_steps"
+        )
+    inputs = inputs.to(device, non_blocking=True).float()
+    targets = targets[:, :n_steps].to(device, non_blocking=True).float()
+    if target_valid is not None:
+        target_valid = target_valid[:, :n_steps].to(device).bool()
+    return inputs, targets, _combine_masks(static, target_valid, targets.shape, counts)
+
+
+def _timed_predict(
+    name: str,
+    forecaster: Forecaster,
+    inputs: torch.Tensor,
+    n_steps: int,
+    expected: torch.Size,
+) -> tuple[torch.Tensor, float]:
+    """``forecaster.predict(inputs, n_steps)``, its wall time (s), shape checked."""
+    t0 = time.perf_counter()
+    pred = forecaster.predict(inputs, n_steps)
+    if inputs.device.type == "cuda":
+        torch.cuda.synchronize(inputs.device)
+    dt = time.perf_counter() - t0
+    if pred.shape != expected:
+        raise ValueError(
+            f"forecaster {name!r} returned shape {tuple(pred.shape)}, expected "
+            f"{tuple(expected)} (B, n_steps, C, H, W)"
+        )
+    return pred, dt
 
 
 def _combine_masks(
@@ -354,36 +464,44 @@ def evaluate_forecasters(
         num_workers=num_workers,
         groups=groups,
     )
-    seconds, n_seq = run["predict_seconds"], run["n_sequences"]
-
-    results: dict[str, dict] = {}
-    for name, acc in accs.items():
-        with warnings.catch_warnings(record=True):  # notes are kept in the result
-            warnings.simplefilter("always")
-            res = acc.all_reduce().compute()
-        res["predict_seconds"] = seconds[name]
-        res["n_sequences"] = n_seq
-        res["mask_counts"] = dict(run["mask_counts"])
-        res["support"] = {
-            "windows": n_seq,
-            "blocks": res["n_groups"],
-            "event_pixels": res["event_pixels"],
-        }
-        if group_note:
-            res["notes"] = [*res["notes"], group_note]
-        results[name] = res
+    results = {name: _scores(acc, run, name, group_note) for name, acc in accs.items()}
     _add_intervals(results, accs, bootstrap, reference)
     ref = [n for n, fc in forecasters.items() if _is_persistence(n, fc)]
     if ref:
-        base = results[ref[0]]["rainfall_mse_by_lead"]
-        for res in results.values():
-            with np.errstate(divide="ignore", invalid="ignore"):
-                skill = 1.0 - res["rainfall_mse_by_lead"] / base
-            res["rainfall_mse_skill_by_lead"] = skill
-            res["rainfall_mse_skill"] = (
-                float(np.nanmean(skill)) if np.isfinite(skill).any() else float("nan")
-            )
+        _add_skill(results, results[ref[0]]["rainfall_mse_by_lead"])
     return results
+
+
+def _scores(
+    acc: MetricAccumulator, run: Mapping[str, Any], name: str, group_note: str | None
+) -> dict[str, Any]:
+    """One forecaster's scores (summed over ranks) with the run's counts and notes."""
+    with warnings.catch_warnings(record=True):  # notes are kept in the result
+        warnings.simplefilter("always")
+        res = acc.all_reduce().compute()
+    n_seq = run["n_sequences"]
+    res["predict_seconds"] = run["predict_seconds"][name]
+    res["n_sequences"] = n_seq
+    res["mask_counts"] = dict(run["mask_counts"])
+    res["support"] = {
+        "windows": n_seq,
+        "blocks": res["n_groups"],
+        "event_pixels": res["event_pixels"],
+    }
+    if group_note:
+        res["notes"] = [*res["notes"], group_note]
+    return res
+
+
+def _add_skill(results: Mapping[str, dict], base: np.ndarray) -> None:
+    """``rainfall_mse_skill(_by_lead)`` = 1 - MSE / MSE(persistence) per lead."""
+    for res in results.values():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            skill = 1.0 - res["rainfall_mse_by_lead"] / base
+        res["rainfall_mse_skill_by_lead"] = skill
+        res["rainfall_mse_skill"] = (
+            float(np.nanmean(skill)) if np.isfinite(skill).any() else float("nan")
+        )
 
 
 def _add_intervals(
@@ -593,39 +711,8 @@ def markdown_table(
         lines += _table(results, cols)
     sizes = list(first.get("fss_sizes") or [])
     if sizes and thresholds:
-        lines += [
-            "",
-            "Fractions skill score by threshold / neighbourhood (pixels):",
-            "",
-            "| forecaster | threshold | "
-            + " | ".join(f"FSS {n}" for n in sizes)
-            + " |",
-            "|---|---|" + "---|" * len(sizes),
-        ]
-        for name, res in results.items():
-            for t in thresholds:
-                cells = [_cell(res, f"fss@{t:g}/{n}") for n in sizes]
-                lines.append(f"| {name} | {t:g} | " + " | ".join(cells) + " |")
-    ref = first.get("reference")
-    if ref and any(res.get("diff") for res in results.values()):
-        prim = _primary(first)
-        mid = sizes[len(sizes) // 2] if sizes else None
-        cols = [
-            (threshold_key("csi", prim), f"CSI {prim:g}"),
-            (threshold_key("hss", prim), f"HSS {prim:g}"),
-            ("rainfall_mse", "Rainfall-MSE"),
-            ("correlation", "Correlation"),
-            ("b_mse", "B-MSE"),
-        ]
-        if mid is not None:
-            cols.append((f"fss@{prim:g}/{mid}", f"FSS {prim:g}/{mid}"))
-        lines += [
-            "",
-            f"Paired difference against {ref} (forecaster minus {ref}, same "
-            "resamples; metrics.json holds every threshold):",
-            "",
-            *_table(results, cols, _diff_cell),
-        ]
+        lines += _fss_table(results, thresholds, sizes)
+    lines += _paired_difference_table(results, first, sizes)
     support = [
         line
         for line in _support_lines(first)
@@ -634,32 +721,93 @@ def markdown_table(
     ]  # fmt: skip
     if support:
         lines += ["", *support]
+    lines += _notes_lines(results, report_notes)
+    if paper:
+        lines += _paper_table_lines()
+    return "\n".join(lines) + "\n"
+
+
+def _fss_table(
+    results: Mapping[str, Mapping[str, Any]],
+    thresholds: Sequence[float],
+    sizes: Sequence[int],
+) -> list[str]:
+    """Markdown lines: FSS per forecaster and threshold, one column per size."""
+    lines = [
+        "",
+        "Fractions skill score by threshold / neighbourhood (pixels):",
+        "",
+        "| forecaster | threshold | " + " | ".join(f"FSS {n}" for n in sizes) + " |",
+        "|---|---|" + "---|" * len(sizes),
+    ]
+    for name, res in results.items():
+        for t in thresholds:
+            cells = [_cell(res, f"fss@{t:g}/{n}") for n in sizes]
+            lines.append(f"| {name} | {t:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _paired_difference_table(
+    results: Mapping[str, Mapping[str, Any]],
+    first: Mapping[str, Any],
+    sizes: Sequence[int],
+) -> list[str]:
+    """Markdown lines: the bootstrap's paired differences against the reference."""
+    ref = first.get("reference")
+    if not ref or not any(res.get("diff") for res in results.values()):
+        return []
+    prim = _primary(first)
+    mid = sizes[len(sizes) // 2] if sizes else None
+    cols = [
+        (threshold_key("csi", prim), f"CSI {prim:g}"),
+        (threshold_key("hss", prim), f"HSS {prim:g}"),
+        ("rainfall_mse", "Rainfall-MSE"),
+        ("correlation", "Correlation"),
+        ("b_mse", "B-MSE"),
+    ]
+    if mid is not None:
+        cols.append((f"fss@{prim:g}/{mid}", f"FSS {prim:g}/{mid}"))
+    return [
+        "",
+        f"Paired difference against {ref} (forecaster minus {ref}, same "
+        "resamples; metrics.json holds every threshold):",
+        "",
+        *_table(results, cols, _diff_cell),
+    ]
+
+
+def _notes_lines(
+    results: Mapping[str, Mapping[str, Any]], report_notes: Sequence[str]
+) -> list[str]:
+    """Markdown lines: the run's notes, those all forecasters share, then each one's."""
     per_name = {name: list(res.get("notes", [])) for name, res in results.items()}
     common = [n for n in next(iter(per_name.values())) if
               all(n in v for v in per_name.values())]  # fmt: skip
     notes = [f"- {n}" for n in [*report_notes, *common]] + [
         f"- {name}: {n}" for name, v in per_name.items() for n in v if n not in common
     ]
-    if notes:
-        lines += ["", "Notes:", "", *notes]
-    if paper:
-        lines += [
-            "",
-            "Published (Shi et al. 2015, HKO radar, 15 leads; not the same data). The "
-            "paper converts reflectivity to rain rate with its own HKO Z-R relation, "
-            "reported as a = 118.239, b = 1.5241 (dBZ = 10 log10 a + 10 b log10 R; not "
-            "verified), not the HKO-7 benchmark's a = 58.53, b = 1.56: Rainfall-MSE "
-            "depends on the Z-R relation (and on the data), so compare its ordering, not "
-            "its values; CSI, FAR and POD at 0.5 mm/h depend on it only through the "
-            "threshold's dBZ:",
-            "",
-            "| model | " + " | ".join(PAPER_COLUMNS.values()) + " |",
-            "|---|" + "---|" * len(PAPER_COLUMNS),
-        ]
-        for name, row in PAPER_TABLE.items():
-            cells = [_fmt(row[k]) for k in PAPER_COLUMNS]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return ["", "Notes:", "", *notes] if notes else []
+
+
+def _paper_table_lines() -> list[str]:
+    """Markdown lines: Shi et al. (2015)'s radar table with the caveat on Z-R."""
+    lines = [
+        "",
+        "Published (Shi et al. 2015, HKO radar, 15 leads; not the same data). The "
+        "paper converts reflectivity to rain rate with its own HKO Z-R relation, "
+        "reported as a = 118.239, b = 1.5241 (dBZ = 10 log10 a + 10 b log10 R; not "
+        "verified), not the HKO-7 benchmark's a = 58.53, b = 1.56: Rainfall-MSE "
+        "depends on the Z-R relation (and on the data), so compare its ordering, not "
+        "its values; CSI, FAR and POD at 0.5 mm/h depend on it only through the "
+        "threshold's dBZ:",
+        "",
+        "| model | " + " | ".join(PAPER_COLUMNS.values()) + " |",
+        "|---|" + "---|" * len(PAPER_COLUMNS),
+    ]
+    for name, row in PAPER_TABLE.items():
+        cells = [_fmt(row[k]) for k in PAPER_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _jsonable(x: Any) -> Any:

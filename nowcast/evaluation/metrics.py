@@ -625,17 +625,7 @@ class MetricAccumulator(SumAccumulator):
             one id for the whole batch; default one group (id -1). Sums are kept per
             group for the bootstrap of :mod:`nowcast.evaluation.bootstrap`.
         """
-        pred, target = _as_5d(pred, "pred"), _as_5d(target, "target")
-        if pred.shape != target.shape:
-            raise ValueError(
-                f"pred and target must have the same shape, got {tuple(pred.shape)} "
-                f"and {tuple(target.shape)}"
-            )
-        if pred.device != target.device:
-            raise ValueError(
-                f"pred and target must be on the same device, got {pred.device} and "
-                f"{target.device}; move one with .to(...)"
-            )
+        check_pair(pred, target)
         n_leads, device = pred.shape[1], pred.device
         valid = _broadcast_mask(mask, pred.shape, device)  # float 0/1, broadcastable
         if self._state is None:
@@ -802,38 +792,10 @@ class MetricAccumulator(SumAccumulator):
         total = {k: v.sum(0) for k, v in grouped.items()}
         by_lead = self.pooled_scores(total)
         if aggregation == "per_frame":
-            cnt = st["frame_count"]
-            for key, name in (
-                ("rainfall_mse", "mse"),
-                ("rainfall_mae", "mae"),
-                ("bias", "bias"),
-                ("correlation", "correlation"),
-            ):
-                by_lead[key] = _safe_div(st[f"frame_{name}"], cnt)
-            for k, thr in enumerate(self.thresholds):
-                for name in _FRAME_CAT:
-                    by_lead[threshold_key(name, thr)] = _safe_div(
-                        st[f"frame_{name}"][k], st[f"frame_{name}_count"][k]
-                    )
+            by_lead.update(self._per_frame_scores())
         for name in _PLAIN_CAT:
             by_lead[name] = by_lead[threshold_key(name, self.primary_threshold)]
-
-        result: dict[str, Any] = {}
-        undefined: dict[tuple[int, ...], list[str]] = {}
-        for key, val in by_lead.items():
-            arr = val.detach().double().cpu().numpy()
-            result[f"{key}_by_lead"] = arr
-            nan = np.isnan(arr)
-            result[key] = float("nan") if nan.all() else float(np.nanmean(arr))
-            if nan.any() and key not in _PLAIN_CAT:  # plain keys duplicate "@thr"
-                leads = tuple((np.flatnonzero(nan) + 1).tolist())
-                undefined.setdefault(leads, []).append(key)
-        notes = [
-            f"undefined (NaN; lead averages skip them) at lead(s) {list(leads)}: "
-            f"{', '.join(keys)}; no observed or forecast events at those thresholds"
-            " (or no valid pixels)"
-            for leads, keys in undefined.items()
-        ]
+        result, notes = _lead_means(by_lead)
         if notes:
             warnings.warn("; ".join(notes), RuntimeWarning, stacklevel=2)
         events = total["hits"] + total["misses"]  # (K, T) observed events
@@ -855,6 +817,23 @@ class MetricAccumulator(SumAccumulator):
             notes=notes,
         )
         return result
+
+    def _per_frame_scores(self) -> dict[str, torch.Tensor]:
+        """Per-lead means of the per-frame scores (``aggregation="per_frame"``)."""
+        st, out = self._state, {}
+        for key, name in (
+            ("rainfall_mse", "mse"),
+            ("rainfall_mae", "mae"),
+            ("bias", "bias"),
+            ("correlation", "correlation"),
+        ):
+            out[key] = _safe_div(st[f"frame_{name}"], st["frame_count"])
+        for k, thr in enumerate(self.thresholds):
+            for name in _FRAME_CAT:
+                out[threshold_key(name, thr)] = _safe_div(
+                    st[f"frame_{name}"][k], st[f"frame_{name}_count"][k]
+                )
+        return out
 
     def counts(self) -> dict[str, np.ndarray]:
         """Raw pooled counts as numpy arrays (for inspection and tests).
@@ -908,6 +887,47 @@ def _check_aggregation(aggregation: str) -> None:
     if aggregation not in ("pooled", "per_frame"):
         raise ValueError(
             f"aggregation must be 'pooled' or 'per_frame', got {aggregation!r}"
+        )
+
+
+def _lead_means(
+    by_lead: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, Any], list[str]]:
+    """``{key_by_lead: array (T,), key: NaN-skipping lead mean}`` and the notes
+    naming the leads where a score is undefined (NaN)."""
+    result: dict[str, Any] = {}
+    undefined: dict[tuple[int, ...], list[str]] = {}
+    for key, val in by_lead.items():
+        arr = val.detach().double().cpu().numpy()
+        result[f"{key}_by_lead"] = arr
+        nan = np.isnan(arr)
+        result[key] = float("nan") if nan.all() else float(np.nanmean(arr))
+        if nan.any() and key not in _PLAIN_CAT:  # plain keys duplicate "@thr"
+            leads = tuple((np.flatnonzero(nan) + 1).tolist())
+            undefined.setdefault(leads, []).append(key)
+    notes = [
+        f"undefined (NaN; lead averages skip them) at lead(s) {list(leads)}: "
+        f"{', '.join(keys)}; no observed or forecast events at those thresholds"
+        " (or no valid pixels)"
+        for leads, keys in undefined.items()
+    ]
+    return result, notes
+
+
+def check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
+    """Refuse a forecast / observation pair that is not two (B, T, C, H, W) tensors
+    of one shape on one device (the accumulators' ``update`` input)."""
+    _as_5d(pred, "pred")
+    _as_5d(target, "target")
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"pred and target must have the same shape, got {tuple(pred.shape)} "
+            f"and {tuple(target.shape)}"
+        )
+    if pred.device != target.device:
+        raise ValueError(
+            f"pred and target must be on the same device, got {pred.device} and "
+            f"{target.device}; move one with .to(...)"
         )
 
 

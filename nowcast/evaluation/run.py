@@ -19,7 +19,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nowcast.evaluation.evaluate import evaluate_forecasters, write_report
+from nowcast.evaluation.evaluate import (
+    evaluate_forecasters,
+    is_main_process,
+    write_report,
+)
 from nowcast.forecast import Forecaster
 
 __all__ = [
@@ -373,21 +377,12 @@ def evaluate_split(
     device = resolve_device(ev["device"])
     if n_steps is None:
         n_steps = int(dataset[0][1].shape[0])
-    if dbz_min is not None or dbz_max is not None:
-        from nowcast.evaluation.metrics import dbz_scale
-
-        scale = dbz_scale(
-            58.53 if zr_a is None else zr_a,
-            1.56 if zr_b is None else zr_b,
-            -10.0 if dbz_min is None else dbz_min,
-            60.0 if dbz_max is None else dbz_max,
-        )
-        scale_note = f"grey levels scored as given by the caller: {scale.describe()}"
-    else:
-        scale, scale_note = dataset_scale(dataset, zr_a, zr_b)
+    scale, scale_note = _scoring_scale(dataset, zr_a, zr_b, dbz_min, dbz_max)
     results = _score(
         forecasters, dataset, ev, scale, n_steps, ev["max_batches"], progress
     )
+    if not is_main_process():  # under torchrun rank 0 alone writes the report
+        return {"results": results, "files": {}, "out_dir": out_dir}
     report_notes = [*_dataset_notes(dataset, scale_note), *notes]
     files = write_report(
         results, out_dir, lead_minutes=frame_minutes, report_notes=report_notes
@@ -403,6 +398,28 @@ def evaluate_split(
         frame_minutes,
     )
     return {"results": results, "files": files, "out_dir": out_dir}
+
+
+def _scoring_scale(
+    dataset: Any,
+    zr_a: float | None,
+    zr_b: float | None,
+    dbz_min: float | None,
+    dbz_max: float | None,
+) -> tuple[Any, str | None]:
+    """The GreyScale to score with and its report note: the data set's, or a dBZ
+    range the caller forces (deprecated ``dbz_min`` / ``dbz_max``)."""
+    if dbz_min is None and dbz_max is None:
+        return dataset_scale(dataset, zr_a, zr_b)
+    from nowcast.evaluation.metrics import dbz_scale
+
+    scale = dbz_scale(
+        58.53 if zr_a is None else zr_a,
+        1.56 if zr_b is None else zr_b,
+        -10.0 if dbz_min is None else dbz_min,
+        60.0 if dbz_max is None else dbz_max,
+    )
+    return scale, f"grey levels scored as given by the caller: {scale.describe()}"
 
 
 def evaluate_datasets(
@@ -498,7 +515,9 @@ def run_test_evaluation(
 
     Called at the end of ``scripts/train.py`` (``evaluate_after_training``); writes into
     ``run_dir / "evaluation"``, prints the table and returns the flat summary of
-    :func:`evaluate_datasets`.
+    :func:`evaluate_datasets`. Under ``torchrun`` every rank calls it and scores its
+    shard of the test split; the sums are reduced across ranks, so every rank returns
+    the same summary, and rank 0 alone writes and prints the report.
     """
     evaluation = evaluation_settings(cfg)
     forecasters: dict[str, Forecaster] = {model_label(cfg): model}
@@ -514,8 +533,9 @@ def run_test_evaluation(
         progress=bool(cfg.get("logging", {}).get("progress_bar", True)),
         notes=[rover_note] if rover_note else [],
     )
-    print("\nTest split:\n" + (out["out_dir"] / "metrics.md").read_text())
-    log.info("evaluation written to %s", out["out_dir"])
+    if is_main_process():
+        print("\nTest split:\n" + (out["out_dir"] / "metrics.md").read_text())
+        log.info("evaluation written to %s", out["out_dir"])
     return out["summary"]
 
 

@@ -39,8 +39,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nowcast.evaluation.evaluate import _jsonable, accumulate_forecasts
-from nowcast.evaluation.metrics import SumAccumulator
+from nowcast.evaluation.evaluate import (
+    _jsonable,
+    accumulate_forecasts,
+    is_main_process,
+)
+from nowcast.evaluation.metrics import SumAccumulator, check_pair
 from nowcast.forecast import Forecaster
 
 __all__ = [
@@ -54,6 +58,7 @@ __all__ = [
     "SequenceMetricAccumulator",
     "evaluate_sequences",
     "sequence_markdown_table",
+    "write_sequence_report",
 ]
 
 #: Floor of ``p`` and ``1 - p`` inside the cross-entropy's logarithms (a certain
@@ -264,26 +269,6 @@ def ssim(
 # ---------------------------------------------------------------------------------------
 
 
-def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
-    for name, t in (("pred", pred), ("target", target)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.ndim != 5:
-            raise ValueError(
-                f"{name} must be (B, T, C, H, W), got shape {tuple(t.shape)}"
-            )
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"pred and target must have the same shape, got {tuple(pred.shape)} and "
-            f"{tuple(target.shape)}"
-        )
-    if pred.device != target.device:
-        raise ValueError(
-            f"pred and target must be on the same device, got {pred.device} and "
-            f"{target.device}; move one with .to(...)"
-        )
-
-
 class SequenceMetricAccumulator(SumAccumulator):
     """Per-lead sums of cross-entropy, squared and absolute errors and SSIM.
 
@@ -357,7 +342,7 @@ class SequenceMetricAccumulator(SumAccumulator):
         target : torch.Tensor, shape (B, T, C, H, W)
             Observed frames in [0, 1], same shape and device.
         """
-        _check_pair(pred_probs, target)
+        check_pair(pred_probs, target)
         lo_hi = torch.stack(
             [pred_probs.amin(), pred_probs.amax(), target.amin(), target.amax()]
         ).tolist()  # one host sync per batch
@@ -635,17 +620,11 @@ def evaluate_sequences(
             f"{list(PAPER_TABLE1)}"
         )
     accs = {name: SequenceMetricAccumulator() for name in forecasters}
-    seconds = accumulate_forecasts(
-        forecasters,
-        dataset,
-        accs,
-        n_steps,
-        batch_size,
-        device,
-        progress=progress,
-        max_batches=max_batches,
-        num_workers=num_workers,
-    )["predict_seconds"]
+    loop = dict(progress=progress, max_batches=max_batches, num_workers=num_workers)
+    run = accumulate_forecasts(
+        forecasters, dataset, accs, n_steps, batch_size, device, **loop
+    )
+    seconds = run["predict_seconds"]
 
     results: dict[str, dict[str, Any]] = {}
     for name, acc in accs.items():
@@ -653,25 +632,53 @@ def evaluate_sequences(
         res["parameters"] = _n_parameters(forecasters[name])
         res["predict_seconds"] = seconds[name]
         results[name] = res
-
     out = Path(out_dir)
+    if not is_main_process():  # under torchrun rank 0 alone writes the report
+        return {"results": results, "files": {}, "out_dir": out}
+    files = write_sequence_report(
+        results, out, model_rows, [*notes, *_dataset_notes(dataset)]
+    )
+    return {"results": results, "files": files, "out_dir": out}
+
+
+def write_sequence_report(
+    results: Mapping[str, Mapping[str, Any]],
+    out: Path,
+    model_rows: Mapping[str, str] | None,
+    notes: Sequence[str],
+) -> dict[str, Path]:
+    """Write ``metrics.md``, ``metrics_by_lead.csv``, ``metrics.json`` and the plot.
+
+    Parameters
+    ----------
+    results : mapping of str to dict
+        Forecaster name -> :meth:`SequenceMetricAccumulator.compute` output.
+    out : pathlib.Path
+        Output folder (created if missing).
+    model_rows : mapping of str to str, optional
+        Forecaster name -> :data:`PAPER_TABLE1` row shown beside it.
+    notes : sequence of str
+        Report notes.
+
+    Returns
+    -------
+    dict of str to Path
+        ``markdown``, ``csv``, ``json`` and ``plot``.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    all_notes = [*notes, *_dataset_notes(dataset)]
+    notes = list(notes)
     files = {
         "markdown": out / "metrics.md",
         "csv": out / "metrics_by_lead.csv",
         "json": out / "metrics.json",
         "plot": out / "metrics_by_lead.png",
     }
-    files["markdown"].write_text(
-        sequence_markdown_table(results, model_rows, all_notes)
-    )
-    rows = dict(model_rows or {})
+    files["markdown"].write_text(sequence_markdown_table(results, model_rows, notes))
     payload = {
         "results": results,
-        "paper_rows": rows,
+        "paper_rows": dict(model_rows or {}),
         "paper_table1": PAPER_TABLE1,
-        "notes": all_notes,
+        "notes": notes,
     }
     files["json"].write_text(json.dumps(_jsonable(payload), indent=1))
     metrics = list(SEQUENCE_METRICS)
@@ -684,4 +691,4 @@ def evaluate_sequences(
                     [name, k + 1, *(float(res[f"{m}_by_lead"][k]) for m in metrics)]
                 )
     _write_plot(results, files["plot"])
-    return {"results": results, "files": files, "out_dir": out}
+    return files

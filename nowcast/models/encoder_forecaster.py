@@ -26,7 +26,28 @@ from nowcast.models.convrnn import ConvRNN, KernelArg, RNNState
 __all__ = ["EncoderForecaster"]
 
 
-class EncoderForecaster(nn.Module):
+class LogitsForecaster(nn.Module):
+    """Base of the models whose ``forward`` gives logits: ``predict`` = sigmoid.
+
+    Subclasses define ``forward(inputs, n_steps) -> logits (B, n_steps, C, H, W)``.
+    """
+
+    @torch.no_grad()
+    def predict(self, inputs: Tensor, n_steps: int) -> Tensor:
+        """Forecast ``(B, n_steps, C, H, W)`` in [0, 1] (``Forecaster`` protocol).
+
+        Runs in eval mode without gradients; the module's train/eval mode is restored
+        afterwards.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return torch.sigmoid(self.forward(inputs, n_steps)).to(inputs.dtype)
+        finally:
+            self.train(was_training)
+
+
+class EncoderForecaster(LogitsForecaster):
     """Encoder-forecaster of ConvLSTM (or ConvGRU) layers; a ``Forecaster``.
 
     Parameters
@@ -201,17 +222,3 @@ class EncoderForecaster(nn.Module):
         patches = patchify(inputs, self.patch_size)
         logits = self.forecast(self.encode(patches), n_steps, patches[:, -1])
         return unpatchify(logits, self.patch_size)
-
-    @torch.no_grad()
-    def predict(self, inputs: Tensor, n_steps: int) -> Tensor:
-        """Forecast ``(B, n_steps, C, H, W)`` in [0, 1] (``Forecaster`` protocol).
-
-        Runs in eval mode without gradients; the module's train/eval mode is restored
-        afterwards.
-        """
-        was_training = self.training
-        self.eval()
-        try:
-            return torch.sigmoid(self.forward(inputs, n_steps)).to(inputs.dtype)
-        finally:
-            self.train(was_training)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from nowcast.data.preprocess import patchify, unpatchify
 from nowcast.forecast import check_n_steps, check_sequence
 from nowcast.models.cells import LSTMState, lstm_update
+from nowcast.models.encoder_forecaster import LogitsForecaster
 
 __all__ = ["FCLSTM", "FCLSTMCell"]
 
@@ -127,7 +128,7 @@ def _run_stack(
     return x, new_state
 
 
-class FCLSTM(nn.Module):
+class FCLSTM(LogitsForecaster):
     """FC-LSTM encoder-forecaster on flattened patch frames; a ``Forecaster``.
 
     Parameters
@@ -216,13 +217,3 @@ class FCLSTM(nn.Module):
         hidden, _ = _run_stack(self.forecaster, None, state, n_steps)
         logits = self.output(hidden).reshape(b, n_steps, *self.patch_shape)
         return unpatchify(logits, self.patch_size)
-
-    @torch.no_grad()
-    def predict(self, inputs: Tensor, n_steps: int) -> Tensor:
-        """Forecast ``(B, n_steps, C, H, W)`` in [0, 1]; restores train/eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
-            return torch.sigmoid(self.forward(inputs, n_steps)).to(inputs.dtype)
-        finally:
-            self.train(was_training)

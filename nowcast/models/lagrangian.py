@@ -31,7 +31,6 @@ from torch import Tensor, nn
 from nowcast.baselines.advection import advect_fields, departure_grid
 from nowcast.baselines.rover import Rover
 from nowcast.forecast import check_n_steps, check_sequence
-from nowcast.models.convrnn import KernelArg
 from nowcast.models.encoder_forecaster import EncoderForecaster
 
 __all__ = ["LagrangianForecaster"]
@@ -45,8 +44,7 @@ class LagrangianForecaster(nn.Module):
 
     Parameters
     ----------
-    in_channels, patch_size, hidden_channels, input_kernel_size, state_kernel_size,
-    cell, peephole, bias, forget_bias, residual_eps
+    in_channels, patch_size, hidden_channels
         Of the inner :class:`~nowcast.models.encoder_forecaster.EncoderForecaster`
         (always with ``residual=True``).
     rover : mapping, optional
@@ -55,6 +53,10 @@ class LagrangianForecaster(nn.Module):
         ``patch_size``); default ROVER2 with the package's built-in flow parameters.
     fill_value : float
         Grey level entering through the upwind boundary (0 = no rain), as in ROVER.
+    **core
+        The inner model's other parameters (``input_kernel_size``,
+        ``state_kernel_size``, ``cell``, ``peephole``, ``bias``, ``forget_bias``,
+        ``residual_eps``; see :class:`EncoderForecaster`).
 
     Notes
     -----
@@ -68,30 +70,25 @@ class LagrangianForecaster(nn.Module):
         in_channels: int = 1,
         patch_size: int = 4,
         hidden_channels: int | Sequence[int] = (32, 32),
-        input_kernel_size: KernelArg = 3,
-        state_kernel_size: KernelArg = 3,
-        cell: str = "lstm",
-        peephole: bool = True,
-        bias: bool = True,
-        forget_bias: float = 1.0,
-        residual_eps: float = 1e-3,
         rover: Mapping[str, Any] | None = None,
         fill_value: float = 0.0,
+        **core: Any,
     ) -> None:
         super().__init__()
+        for fixed in ("residual", "copy_gate"):
+            if fixed in core:
+                raise ValueError(
+                    f"{fixed} is fixed in LagrangianForecaster (residual=True), got "
+                    f"{fixed}={core[fixed]!r}"
+                )
         self.core = EncoderForecaster(
             in_channels=in_channels,
             patch_size=patch_size,
             hidden_channels=hidden_channels,
-            input_kernel_size=input_kernel_size,
-            state_kernel_size=state_kernel_size,
-            cell=cell,
-            peephole=peephole,
-            bias=bias,
-            forget_bias=forget_bias,
             residual=True,
-            residual_eps=residual_eps,
+            **core,
         )
+        cell = self.core.cell
         rover_kwargs = {"variant": 2, **dict(rover or {})}
         rover_kwargs.pop("_target_", None)
         self.rover = Rover(**rover_kwargs)

@@ -10,12 +10,15 @@ from nowcast.training.checkpoint import (
     save_checkpoint,
 )
 from nowcast.training.losses import available_losses, get_loss
+from nowcast.training.preemption import EXIT_PREEMPTED, TrainingPreempted
 from nowcast.training.trainer import Callbacks, NonFiniteLossError, train
 
 __all__ = [
     "train",
     "Callbacks",
     "NonFiniteLossError",
+    "TrainingPreempted",
+    "EXIT_PREEMPTED",
     "load_checkpoint",
     "load_forecaster",
     "save_checkpoint",

@@ -9,7 +9,9 @@ A checkpoint is a ``torch.save`` dictionary with (at least)
 ``step``, ``epoch``, ``batch_in_epoch``  where training stood;
 ``early_stopping``  best validation loss, its step, validations without improvement;
 ``rng``         Python / numpy / torch (CPU and CUDA) random states;
-``metrics``     the latest metrics.
+``metrics``     the latest metrics;
+``preprocessing``  the fitted preprocessor of the processed training data, or None
+                (:func:`nowcast.operational.checkpoint_preprocessing`; forecasts use it).
 
 Writes go to a temporary file in the same directory followed by :func:`os.replace`, so a
 crash mid-write never leaves a truncated ``last.pt`` behind, and a model holding NaN or
@@ -161,7 +163,7 @@ def slim_checkpoint(ckpt: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
 
     Drops the optimiser, scaler, scheduler and RNG states (which only resuming needs;
     a slim checkpoint cannot be resumed) and casts nothing, so the model's outputs are
-    unchanged.
+    unchanged. Keeps the fitted preprocessing (``preprocessing``) that forecasts use.
 
     Parameters
     ----------
@@ -177,6 +179,7 @@ def slim_checkpoint(ckpt: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
         ``optimizer`` entry is ``None``.
     """
     keep = {k: ckpt[k] for k in ("model", "config", "step", "epoch", "metrics")}
+    keep["preprocessing"] = ckpt.get("preprocessing")  # issue 16: kept for forecasts
     return {**keep, "optimizer": None, "train_state": ckpt.get("train_state"), **extra}
 
 

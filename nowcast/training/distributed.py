@@ -110,7 +110,7 @@ def cleanup_distributed(synchronize: bool = False) -> None:
 
     With ``synchronize`` every rank first waits at a barrier, so that no rank tears
     its gloo / NCCL threads down while another is still talking to it (rank 0 alone
-    writes the final checkpoint and runs the test evaluation; without the barrier the
+    writes the final checkpoint and the evaluation report; without the barrier the
     DDP test saw a rank abort with "terminate called without an active exception" in
     about 1 run of 8). Leave it off on error paths,
     where the other ranks may never arrive.
@@ -119,6 +119,12 @@ def cleanup_distributed(synchronize: bool = False) -> None:
         if synchronize:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait until every process arrives (no-op without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -92,6 +92,23 @@ def test_balanced_loss_uses_the_rain_rate_archive_scale():
     assert hko(logits, targets).item() == pytest.approx((0.01 + 0.01) / 2)
 
 
+def test_rain_mse_hand_values_and_scale():
+    # HKO-7: grey 0.5 is 25 dBZ, R = (10^2.5 / 58.53)^(1 / 1.56) = 2.9486 mm/h; grey 0.6
+    # is 32 dBZ, R = (10^3.2 / 58.53)^(1 / 1.56) = 8.2857 mm/h
+    r25 = (10**2.5 / 58.53) ** (1 / 1.56)
+    r32 = (10**3.2 / 58.53) ** (1 / 1.56)
+    targets = torch.full((1, 1, 1, 1, 1), 0.6)
+    logits = torch.zeros(1, 1, 1, 1, 1)  # sigmoid 0.5
+    loss = get_loss("rain_mse", scale=GreyScale.hko7(), rain_weight=1e-3)
+    assert loss(logits, targets).item() == pytest.approx(0.01 + 1e-3 * (r32 - r25) ** 2)
+    # a mm/h archive 0..50: 0.1 grey apart is 5 mm/h apart
+    mmh = get_loss("rain_mse", scale=GreyScale("mm/h", 0.0, 50.0), rain_weight=1e-3)
+    assert mmh(logits, targets).item() == pytest.approx(0.01 + 1e-3 * 25.0)
+    assert build_loss({"name": "rain_mse"}, _Train()).scale == _Train.scale
+    with pytest.raises(ValueError, match="rain_weight must be > 0"):
+        get_loss("rain_mse", rain_weight=0.0)
+
+
 class _Train:
     scale = GreyScale("mm/h", 0.0, 50.0)
 
@@ -105,7 +122,9 @@ def test_build_loss_takes_the_training_set_scale_not_the_config_range():
         build_loss({"name": "balanced_mse"}, object())
 
 
-@pytest.mark.parametrize("name", ["bce", "mse", "mae", "balanced_mse", "balanced_mae"])
+@pytest.mark.parametrize(
+    "name", ["bce", "mse", "mae", "balanced_mse", "balanced_mae", "rain_mse"]
+)
 def test_masked_pixel_with_huge_error_changes_no_loss(name):
     # pixel (0, 0) is clutter (valid_mask False); pixel (1, 1) has no data in frame 1
     # (target_valid False). Wrecking both predictions and targets there, even with

@@ -175,3 +175,4 @@ def test_missing_hko_archive_explains_what_to_do(tmp_path):
     assert "scripts/preprocess.py preprocess=hko" in msg
     assert "scripts/import_radar.py preset=hko7" in msg
     assert "python scripts/train.py" in msg
+    assert not (tmp_path / "run").exists()  # no empty run directory left behind
