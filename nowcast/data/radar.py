@@ -49,7 +49,7 @@ __all__ = [
     "processing_steps",
 ]
 
-KNOWN_UNITS = ("dBZ", "mm/h", "1")
+KNOWN_UNITS = ("dBZ", "mm/h", "1", "kg m-2", "mm")
 _DIMS = {"time", "y", "x"}
 DEFAULT_INTENSITY = "intensity"
 _UNIT_ALIASES = {
@@ -59,6 +59,11 @@ _UNIT_ALIASES = {
     "mm hr-1": "mm/h",
     "mm/hr": "mm/h",
     "1": "1",
+    "kg m-2": "kg m-2",  # vertically integrated liquid (SEVIR VIL)
+    "kg m**-2": "kg m-2",
+    "kg/m2": "kg m-2",
+    "kg/m^2": "kg m-2",
+    "mm": "mm",  # accumulations kept as amounts
     "": None,
 }
 
