@@ -1,13 +1,16 @@
 """Convert a real radar archive to the nowcast radar convention.
 
-Usage::
+Usage (every preset of ``nowcast.data.importers.available_presets()``)::
 
     python scripts/import_radar.py preset=fmi \
         input='/work/shared/data/radar/fmi-finland-5min/*.pgm.gz' output=fmi.nc
     python scripts/import_radar.py preset=bom \
         input=/work/shared/data/radar/bom-melbourne-6min output=bom.nc batch_size=20
-    python scripts/import_radar.py preset=hko7 'input=[a/*.png,b/*.png]' output=hko.nc \
-        +options.pattern='%Y%m%d%H%M'
+    python scripts/import_radar.py preset=odim \
+        input=/work/shared/data/radar/opera-odim-15min output=opera.nc
+    python scripts/import_radar.py preset=mrms input=<dir> output=mrms.nc \
+        '+options.bbox=[-100,-95,35,40]'
+    python scripts/import_radar.py preset=hko7 input=<png dir> output=hko.nc workers=2
 
 The work is done by :func:`nowcast.data.importers.import_archive`; this script only
 reads the hydra config ``configs/importer/import_radar.yaml``.
@@ -34,7 +37,10 @@ def run(cfg: DictConfig) -> list[Path]:
         str(cfg.preset),
         str(cfg.output),
         batch_size=cfg.get("batch_size"),
+        workers=cfg.get("workers"),
+        scheduler=cfg.get("scheduler"),
         progress=bool(cfg.get("progress", True)),
+        complevel=int(cfg.get("complevel", 4)),
         **options,  # type: ignore[arg-type]
     )
     for path in written:

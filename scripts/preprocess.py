@@ -8,12 +8,15 @@ Usage::
         fit_on=all preprocess.zr_a=223 preprocess.zr_b=1.53
     python scripts/preprocess.py preprocess=hko input=raw.nc output=proc.nc \
         fit_block_len=20 'fit_counts=[4,1,1]' split_seed=0
+    python scripts/preprocess.py preprocess=hko input=raw.nc output=proc.zarr \
+        workers=2    # or executor=tcp://host:8786 for a dask.distributed cluster
 
 The noise mask is fitted on the training blocks of the split given by
 ``fit_block_len`` / ``fit_counts`` / ``split_seed`` (the split the datasets will serve;
 the processed file records it and ``radar_datasets`` refuses any other split that would
 validate or test on fitting frames), or on every frame with ``fit_on=all`` (an
-evaluation-only archive; the reports then say so).
+evaluation-only archive; the reports then say so). Both passes (fit, transform) run
+on every core by default (``workers=0``), results written in time order as they come.
 
 The work is done by :func:`nowcast.data.preprocess.preprocess_archive`; this script only
 reads the hydra config ``configs/preprocess.yaml`` (parameter sets in
@@ -43,6 +46,8 @@ def run(cfg: DictConfig) -> Path:
         progress=bool(cfg.get("progress", True)),
         fit_block_len=int(cfg.get("fit_block_len", 40)),
         fit_counts=[int(c) for c in cfg.get("fit_counts", (4, 1, 1))],
+        workers=int(cfg.get("workers") or 0),
+        scheduler=cfg.get("executor"),
         **params,  # type: ignore[arg-type]
     )
     print(f"wrote {written}")

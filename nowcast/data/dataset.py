@@ -6,8 +6,10 @@ pixel to exclude from the metrics), what the grey levels mean (``source_units``,
 ``zmin`` / ``zmax``, optionally ``zr_a`` / ``zr_b``: :class:`~nowcast.data.physical.
 GreyScale`), which frames the noise mask was fitted on (``noise_mask_fit_*``) and, for
 archives with no-data pixels, a per-frame ``coverage`` ``(time, y, x)`` (1 = observed).
-Windows are read frame range by frame range with netCDF4, so the file never has to fit
-in memory; each DataLoader worker opens its own handle.
+Windows are read frame range by frame range (netCDF4, or zarr for a ``*.zarr`` store),
+so the file never has to fit in memory; each DataLoader worker opens its own handle. A
+file that cannot be read (truncated, corrupt) raises
+:class:`~nowcast.data.radar.RadarFileError` naming it and the fix.
 
 Items are ``(inputs, targets)``, or ``(inputs, targets, target_valid)`` when the file
 has a coverage variable (``dataset.has_coverage``); consumers accept both.
@@ -29,6 +31,7 @@ from torch.utils.data import Dataset
 
 from nowcast.data.physical import GreyScale
 from nowcast.data.preprocess import COVERAGE, read_fit_split
+from nowcast.data.radar import is_zarr, unreadable
 from nowcast.data.split import SPLITS, block_split, sliding_windows
 
 __all__ = [
@@ -38,13 +41,35 @@ __all__ = [
     "check_fit_split",
     "overlap_groups",
     "scale_notes",
+    "ProcessedFile",
 ]
 
 
 def _read_times(path: Path) -> np.ndarray:
-    """Decoded frame times of a radar netCDF file (datetime64[ns], shape (T,))."""
-    with xr.open_dataset(path, engine="netcdf4") as ds:
-        return np.asarray(ds["time"].values, dtype="datetime64[ns]")
+    """Decoded frame times of a processed radar file (datetime64[ns], shape (T,))."""
+    engine = "zarr" if is_zarr(path) else "netcdf4"
+    try:
+        with xr.open_dataset(path, engine=engine) as ds:
+            return np.asarray(ds["time"].values, dtype="datetime64[ns]")
+    except (OSError, RuntimeError, ValueError, KeyError) as err:
+        raise unreadable([path], err) from err
+
+
+def _check_variable(pf: ProcessedFile, variable: str) -> tuple[int, int, int]:
+    """``(T, H, W)`` of the frame variable of a processed file, or a clear error."""
+    if variable not in pf.names:
+        raise KeyError(
+            f"{pf.path} has no variable {variable!r} (found {pf.names}); is it a "
+            "processed radar file? Make one with `python scripts/preprocess.py`"
+        )
+    dims = pf.dims(variable)
+    if dims != ("time", "y", "x"):
+        raise ValueError(
+            f"{pf.path}: variable {variable!r} has dims {dims}, expected "
+            "('time', 'y', 'x'); processed files written by scripts/preprocess.py have "
+            "them, re-run it on the raw archive"
+        )
+    return pf.shape(variable)  # type: ignore[return-value]
 
 
 _SCALE_KEYS = ("source_units", "zmin", "zmax")
@@ -192,6 +217,85 @@ def check_fit_split(
     return []
 
 
+class ProcessedFile:
+    """Read access to the variables of a processed radar file: netCDF4 or zarr.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        ``.nc`` file or ``*.zarr`` store.
+
+    Raises
+    ------
+    nowcast.data.radar.RadarFileError
+        When the file exists but cannot be read (truncated, corrupt); also on a read
+        that fails later. The message names the file and the fix.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.is_zarr = is_zarr(self.path)
+        try:
+            if self.is_zarr:
+                import zarr
+
+                self._group = zarr.open_group(self.path, mode="r")
+            else:
+                self._group = netCDF4.Dataset(self.path)
+                self._group.set_auto_mask(False)
+        except (OSError, RuntimeError, ValueError, KeyError) as err:
+            raise unreadable([self.path], err) from err
+
+    @property
+    def names(self) -> list[str]:
+        """Variable names."""
+        if self.is_zarr:
+            return sorted(self._group.array_keys())
+        return sorted(self._group.variables)
+
+    def _var(self, name: str):
+        return self._group[name] if self.is_zarr else self._group.variables[name]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._var(name).shape)
+
+    def dims(self, name: str) -> tuple[str, ...]:
+        var = self._var(name)
+        if not self.is_zarr:
+            return tuple(var.dimensions)
+        dims = getattr(var.metadata, "dimension_names", None)
+        return tuple(dims or var.attrs.get("_ARRAY_DIMENSIONS", ()))
+
+    def var_attrs(self, name: str) -> dict:
+        var = self._var(name)
+        if self.is_zarr:
+            return dict(var.attrs)
+        return {k: var.getncattr(k) for k in var.ncattrs()}
+
+    def attrs(self) -> dict:
+        """Global attributes."""
+        if self.is_zarr:
+            return dict(self._group.attrs)
+        return {k: self._group.getncattr(k) for k in self._group.ncattrs()}
+
+    def read(self, name: str, start: int | None = None, stop: int | None = None):
+        """Values of ``name`` (frames ``start:stop`` along its first axis)."""
+        try:
+            return np.asarray(self._var(name)[start:stop])
+        except (OSError, RuntimeError, ValueError) as err:
+            raise unreadable([self.path], err) from err
+
+    def close(self) -> None:
+        if not self.is_zarr:
+            self._group.close()
+
+    def __enter__(self) -> ProcessedFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 #: Datasets holding an open netCDF4 handle in this process.
 _OPEN_DATASETS: weakref.WeakSet[RadarWindowDataset] = weakref.WeakSet()
 
@@ -280,34 +384,28 @@ class RadarWindowDataset(Dataset):
         self.input_len = int(input_len)
         self.output_len = int(output_len)
         self.variable = variable
-        self._handle: netCDF4.Dataset | None = None
+        self._handle: ProcessedFile | None = None
         self._pid: int | None = None
-        with netCDF4.Dataset(self.path) as nc:
-            if variable not in nc.variables:
-                raise KeyError(
-                    f"{self.path} has no variable {variable!r} (found "
-                    f"{sorted(nc.variables)}); is it a processed radar file?"
-                )
-            var = nc.variables[variable]
-            n_time, height, width = var.shape
-            units = getattr(var, "units", None)
+        with ProcessedFile(self.path) as pf:
+            n_time, height, width = _check_variable(pf, variable)
+            units = pf.var_attrs(variable).get("units")
             if units != "1":
                 raise ValueError(
                     f"{self.path}: {variable!r} has units {units!r}, expected normalised "
                     "grey levels (units '1'); run scripts/preprocess.py on it first"
                 )
-            if "noise_mask" in nc.variables:
-                noise = np.asarray(nc.variables["noise_mask"][:]).astype(bool)
+            if "noise_mask" in pf.names:
+                noise = pf.read("noise_mask").astype(bool)
             else:
                 noise = np.zeros((height, width), dtype=bool)
-            attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
+            attrs = pf.attrs()
             self.scale = _file_scale(self.path, attrs, zr_a, zr_b)
             self.zmin, self.zmax = self.scale.vmin, self.scale.vmax
             self.source_units = self.scale.units
-            self._data = np.asarray(var[:], dtype=np.float32) if in_memory else None
-            self.has_coverage = COVERAGE in nc.variables
+            self._data = pf.read(variable).astype(np.float32) if in_memory else None
+            self.has_coverage = COVERAGE in pf.names
             self._coverage = (
-                np.asarray(nc.variables[COVERAGE][:]).astype(bool)
+                pf.read(COVERAGE).astype(bool)
                 if self.has_coverage and in_memory
                 else None
             )
@@ -336,11 +434,10 @@ class RadarWindowDataset(Dataset):
     def __len__(self) -> int:
         return int(self.starts.size)
 
-    def _nc(self) -> netCDF4.Dataset:
+    def _file(self) -> ProcessedFile:
         if self._handle is None or self._pid != os.getpid():
             # one handle per process: netCDF4 handles must not cross a fork
-            self._handle = netCDF4.Dataset(self.path)
-            self._handle.set_auto_mask(False)
+            self._handle = ProcessedFile(self.path)
             self._pid = os.getpid()
             _OPEN_DATASETS.add(self)
         return self._handle
@@ -348,13 +445,13 @@ class RadarWindowDataset(Dataset):
     def _frames(self, start: int, stop: int) -> np.ndarray:
         if self._data is not None:
             return self._data[start:stop]
-        return np.asarray(self._nc().variables[self.variable][start:stop], np.float32)
+        return self._file().read(self.variable, start, stop).astype(np.float32)
 
     def _covered(self, start: int, stop: int) -> np.ndarray:
         """Coverage (bool, (stop - start, H, W), True = observed) of frames."""
         if self._coverage is not None:
             return self._coverage[start:stop]
-        return np.asarray(self._nc().variables[COVERAGE][start:stop]).astype(bool)
+        return self._file().read(COVERAGE, start, stop).astype(bool)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         if not -len(self) <= index < len(self):
@@ -412,11 +509,14 @@ class RadarWindowDataset(Dataset):
         have it; returns ``None`` otherwise.
         """
         t = int(self.starts[index]) + self.input_len - 1
-        with netCDF4.Dataset(self.path) as nc:
-            if "motion_u" not in nc.variables or "motion_v" not in nc.variables:
+        with ProcessedFile(self.path) as pf:
+            if "motion_u" not in pf.names or "motion_v" not in pf.names:
                 return None
-            uv = [nc.variables[k] for k in ("motion_u", "motion_v")]
-            frames = [np.asarray(v[t] if v.ndim == 3 else v[:], np.float32) for v in uv]
+            frames = [
+                pf.read(k, t, t + 1)[0] if len(pf.shape(k)) == 3 else pf.read(k)
+                for k in ("motion_u", "motion_v")
+            ]
+        frames = [np.asarray(f, np.float32) for f in frames]
         return torch.from_numpy(np.stack(frames))
 
     def __getstate__(self) -> dict:
@@ -456,7 +556,7 @@ def radar_datasets(
     Parameters
     ----------
     path : str or os.PathLike
-        Processed radar netCDF (``scripts/preprocess.py`` output).
+        Processed radar netCDF or ``*.zarr`` store (``scripts/preprocess.py`` output).
     input_len, output_len : int
         Frames in and frames out (5 and 15 in the paper); their sum must fit a block.
     seed : int
@@ -488,44 +588,20 @@ def radar_datasets(
         When the requested split validates or tests on frames the noise mask was
         fitted on (:func:`check_fit_split`).
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"processed radar file {path} does not exist; make it with "
-            "`python scripts/preprocess.py input=<raw radar netCDF> output="
-            f"{path}` (see README, 'Data')"
-        )
-    times = _read_times(path)
-    with netCDF4.Dataset(path) as nc:
-        if variable not in nc.variables:
-            raise KeyError(
-                f"{path} has no variable {variable!r} (found {sorted(nc.variables)})"
-            )
-        n_bytes = 4 * int(np.prod(nc.variables[variable].shape))
-        attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
-        if "noise_mask" in nc.variables:
-            enabled = getattr(nc.variables["noise_mask"], "enabled", 1)
-            attrs["_noise_mask_enabled"] = int(enabled)
-        else:
-            attrs["_noise_mask_enabled"] = 0
-    if in_memory == "auto":
-        in_memory = n_bytes < 2**30
+    path = _existing(Path(path))
     window = input_len + output_len
     if window > block_len:
-        raise ValueError(
-            f"input_len + output_len = {window} exceeds block_len = {block_len}"
-        )
+        raise ValueError(f"input_len + output_len = {window} exceeds {block_len=}")
+    times = _read_times(path)
+    n_bytes, attrs = _file_facts(path, variable)
+    if in_memory == "auto":
+        in_memory = n_bytes < 2**30
     blocks = block_split(times, block_len=block_len, counts=counts, seed=seed)
     notes = scale_notes(attrs, _file_scale(path, attrs, zr_a, zr_b))
     notes += check_fit_split(path, attrs, times, blocks, block_len, counts, seed)
     out = {}
     for name in SPLITS:
-        starts = sliding_windows(blocks[name], window=window, stride=stride)
-        ids = [
-            np.full(len(range(a, b - window + 1, stride)), a, dtype=np.int64)
-            for a, b in blocks[name]
-            if b - a >= window
-        ]
+        starts, ids = _block_windows(blocks[name], window, stride)
         out[name] = RadarWindowDataset(
             path,
             starts,
@@ -533,17 +609,58 @@ def radar_datasets(
             output_len,
             variable=variable,
             in_memory=bool(in_memory),
-            block_ids=np.concatenate(ids) if ids else np.zeros(0, np.int64),
+            block_ids=ids,
             zr_a=zr_a,
             zr_b=zr_b,
             notes=notes,
         )
     if counts[0] > 0 and len(out["train"]) == 0:
-        raise ValueError(
-            f"{path} yields no training windows: it needs at least one gap-free run of "
-            f"{block_len} frames within a day ({times.size} frames found)"
-        )
+        raise ValueError(_no_training_message(path, block_len, times.size))
     return out
+
+
+def _no_training_message(path: Path, block_len: int, n_frames: int) -> str:
+    return (
+        f"{path} yields no training windows: it needs at least one gap-free run of "
+        f"{block_len} frames within a day ({n_frames} frames found)"
+    )
+
+
+def _existing(path: Path) -> Path:
+    """``path``, or a ``FileNotFoundError`` that says how to make it."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"processed radar file {path} does not exist; make it with "
+            "`python scripts/preprocess.py input=<raw radar netCDF> output="
+            f"{path}` (see README, 'Data')"
+        )
+    return path
+
+
+def _file_facts(path: Path, variable: str) -> tuple[int, dict]:
+    """Bytes of the frame variable (float32) and the global attributes of a processed
+    file, plus ``_noise_mask_enabled`` (0 without a noise mask or when disabled)."""
+    with ProcessedFile(path) as pf:
+        shape = _check_variable(pf, variable)
+        attrs = pf.attrs()
+        enabled = 0
+        if "noise_mask" in pf.names:
+            enabled = int(pf.var_attrs("noise_mask").get("enabled", 1))
+    attrs["_noise_mask_enabled"] = enabled
+    return 4 * int(np.prod(shape)), attrs
+
+
+def _block_windows(
+    blocks: list, window: int, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Window starts inside ``blocks`` and, per window, its block's first frame."""
+    starts = sliding_windows(blocks, window=window, stride=stride)
+    ids = [
+        np.full(len(range(a, b - window + 1, stride)), a, dtype=np.int64)
+        for a, b in blocks
+        if b - a >= window
+    ]
+    return starts, (np.concatenate(ids) if ids else np.zeros(0, np.int64))
 
 
 def rainiest_windows(

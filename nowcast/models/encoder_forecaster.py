@@ -19,9 +19,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from nowcast.data.preprocess import patchify, unpatchify
 from nowcast.forecast import check_n_steps, check_sequence
 from nowcast.models.convrnn import ConvRNN, KernelArg, RNNState
+from nowcast.patches import patchify, unpatchify
 
 __all__ = ["EncoderForecaster"]
 

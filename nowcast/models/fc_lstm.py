@@ -22,10 +22,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from nowcast.data.preprocess import patchify, unpatchify
 from nowcast.forecast import check_n_steps, check_sequence
 from nowcast.models.cells import LSTMState, lstm_update
 from nowcast.models.encoder_forecaster import LogitsForecaster
+from nowcast.patches import patchify, unpatchify
 
 __all__ = ["FCLSTM", "FCLSTMCell"]
 

@@ -184,6 +184,7 @@ class LossSchema:
         "increasing rain rates > 0 (mm/h)",
     )
     weights: list[float] | None = spec(None, _positive_list, "a list of weights > 0")
+    rain_weight: float | None = spec(None, _positive, "a number > 0 ((mm/h)^-2)")
     # legacy keys (ignored by the trainer: the data's grey scale wins)
     dbz_min: float | None = None
     dbz_max: float | None = None
@@ -234,8 +235,9 @@ LOSS_KEYS: dict[str, frozenset[str]] = {
     ),
     **dict.fromkeys(
         ("balanced_mse", "balanced_mae"),
-        frozenset(f.name for f in dataclasses.fields(LossSchema)),
+        frozenset({"name", "masked", "thresholds", "weights"}),
     ),
+    "rain_mse": frozenset({"name", "masked", "rain_weight"}),
 }
 
 #: Data sections are checked for :class:`DataSchema`'s keys only (open schemas):

@@ -1,0 +1,120 @@
+"""Raw radar archive -> processed file: fit on the training split, then stream."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from nowcast.data.preprocess._files import PathLike
+from nowcast.data.preprocess.fit_split import FIT_ON, check_fit_split
+from nowcast.data.preprocess.pipeline import Preprocessor
+from nowcast.data.radar import open_radar, radar_paths
+
+__all__ = ["preprocess_archive"]
+
+
+def preprocess_archive(
+    input: PathLike | Sequence[PathLike],
+    output: PathLike,
+    fit_on: str = "train",
+    split_seed: int = 0,
+    progress: bool = True,
+    fit_block_len: int = 40,
+    fit_counts: Sequence[int] = (4, 1, 1),
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    **params,
+) -> Path:
+    """Raw radar archive -> processed netCDF (or zarr) + fitted preprocessor.
+
+    Two streamed passes over the archive, each on ``workers`` cores: the fit (monthly
+    means of the training frames for the noise mask) and the transform (crop, disk
+    filter, resize), results written in time order as they come.
+
+    Parameters
+    ----------
+    input : path, glob, directory or list
+        Raw radar files in the convention (as written by the importers: netCDF or
+        ``*.zarr``); opened lazily with :func:`nowcast.data.radar.open_radar`.
+    output : path
+        Processed ``.nc`` file or ``.zarr`` store, streamed by
+        :meth:`Preprocessor.transform_to_file`; the fitted preprocessor goes to
+        ``<output stem>_preprocessor.json`` and its noise mask to
+        ``<output stem>_preprocessor_noise_mask.nc``.
+    fit_on : {"train", "all"}
+        Fit the noise mask (and bounds left as ``None``) on the training blocks of
+        :func:`nowcast.data.split.block_split` (``block_len=fit_block_len``,
+        ``counts=fit_counts``, ``seed=split_seed``: the split the datasets will
+        serve) or on all frames (an evaluation-only archive). The choice is recorded
+        in the output (:func:`fit_split_attrs`), and
+        :func:`nowcast.data.dataset.radar_datasets` refuses a split whose validation
+        or test frames were fitted on.
+    split_seed : int
+        Seed of the block split.
+    progress : bool
+        Progress bars (frames, rate and ETA).
+    fit_block_len, fit_counts
+        Block length and (train, val, test) blocks per day of the fitting split.
+    workers : int or None
+        Worker processes; ``None`` or ``0``: every core (serially when the archive
+        is too short to repay a pool, :data:`~nowcast.data.preprocess.pipeline.
+        MIN_FRAMES_PER_WORKER` frames per worker).
+    scheduler : str, optional
+        ``"processes"`` (default), ``"threads"``, ``"serial"``, or the address of a
+        ``dask.distributed`` scheduler (``"tcp://host:8786"``) whose workers can read
+        ``input`` at the same paths.
+    **params
+        :class:`Preprocessor` parameters.
+
+    Returns
+    -------
+    pathlib.Path
+        The processed file.
+    """
+    if fit_on not in FIT_ON:
+        raise ValueError(f"unknown fit_on {fit_on!r}; available: {list(FIT_ON)}")
+    paths = [str(p) for p in radar_paths(input)]
+    ds = open_radar(paths)
+    pre = Preprocessor(progress=progress, **params)
+    split, frames = _fit_frames(ds, fit_on, fit_block_len, fit_counts, split_seed)
+    pool = {"workers": workers, "scheduler": scheduler, "paths": paths}
+    pre.fit(ds, split=split, frames=frames, **pool)
+    ds = ds.assign_attrs(preprocess_fitted_on=fit_on)
+    output = Path(output)
+    pre.transform_to_file(ds, output, **pool)
+    pre.save(output.with_name(f"{output.stem}_preprocessor.json"))
+    return output
+
+
+def _fit_frames(
+    ds, fit_on: str, block_len: int, counts: Sequence[int], seed: int
+) -> tuple[dict, np.ndarray]:
+    """The fit split's description and the positions of its frames along ``time``."""
+    from nowcast.data.split import block_split
+
+    if fit_on == "all":
+        return {"fit_on": "all"}, np.arange(ds.sizes["time"])
+    split = check_fit_split(
+        {
+            "fit_on": "train",
+            "block_len": block_len,
+            "counts": list(counts),
+            "seed": seed,
+        }
+    )
+    train = block_split(
+        ds["time"].values,
+        block_len=split["block_len"],
+        counts=split["counts"],
+        seed=split["seed"],
+    )["train"]
+    if not train:
+        raise ValueError(
+            f"the archive ({ds.sizes['time']} frames) holds no training block "
+            f"(block_len={split['block_len']}, counts={split['counts']}) to fit "
+            "on; use fit_on=all for an evaluation-only archive"
+        )
+    return split, np.concatenate([np.arange(a, b) for a, b in train])
