@@ -615,7 +615,7 @@ def _train(run: _Run, stop_request: StopRequest) -> dict[str, float]:
     if plain.get("evaluate_after_training", False):
         metrics.update(_test_evaluation(run))
     if env.is_main and log_cfg.get("print_summary", True):
-        _print_summary(metrics, run.run_dir)
+        _print_summary(metrics, run.run_dir, monitor=run.task.monitor)
     return metrics
 
 
@@ -1159,7 +1159,10 @@ def _test_evaluation(run: _Run) -> dict[str, float]:
     return out
 
 
-def _print_summary(metrics: Mapping[str, float], run_dir: Path) -> None:
+def _print_summary(
+    metrics: Mapping[str, float], run_dir: Path, monitor: str = "loss"
+) -> None:
+    """Print the end-of-run summary; ``monitor`` names the value ``best.pt`` follows."""
     lines = [
         "",
         f"Training finished after {int(metrics['step'])} steps "
@@ -1168,7 +1171,7 @@ def _print_summary(metrics: Mapping[str, float], run_dir: Path) -> None:
         + ").",
         f"  train loss: first step {metrics['train_loss_first']:.4f}, "
         f"last {metrics['train_loss']:.4f}",
-        f"  val loss: last {metrics.get('val_loss', math.nan):.4f}, "
+        f"  val {monitor}: last {metrics.get(f'val_{monitor}', math.nan):.4f}, "
         f"best {metrics['best_val_loss']:.4f} at step {int(metrics['best_step'])}",
         f"  throughput: {metrics['seq_per_s']:.1f} sequences/s",
         f"Results in {run_dir}:",
