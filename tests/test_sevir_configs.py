@@ -61,9 +61,9 @@ def _vil_archive(path: Path) -> Path:
     return write_radar(raw, path)
 
 
-def _preprocess_script():
+def _script(name: str):
     spec = importlib.util.spec_from_file_location(
-        "preprocess_script", REPO / "scripts" / "preprocess.py"
+        f"{name}_script", REPO / "scripts" / f"{name}.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -77,7 +77,7 @@ def test_sevir_preprocess_and_date_split_end_to_end(tmp_path):
         ["preprocess=sevir", f"input={raw}", f"output={out}", "progress=false"],
         config_name="preprocess",
     )
-    _preprocess_script().run(pre)
+    _script("preprocess").run(pre)
     cfg = compose_config(["+experiment=sevir", f"data.root={out}"])
     sets = build_datasets(cfg.data)
     # 49-frame events, 25-frame windows (13 + 12), stride 1: 25 windows each
@@ -87,3 +87,14 @@ def test_sevir_preprocess_and_date_split_end_to_end(tmp_path):
     assert inputs.shape == (13, 1, 8, 8) and targets.shape == (12, 1, 8, 8)
     assert float(inputs[0, 0, 0, 0]) == pytest.approx(4.9 / 81.3253, rel=1e-4)
     assert sets["val"].source_units == "kg m-2"
+
+
+def test_evaluate_script_takes_the_data_thresholds_unless_given():
+    pick = _script("evaluate")._thresholds_in_data_units
+    sevir = compose_config(["data=sevir"], config_name="evaluate").data
+    hko = compose_config(["data=hko"], config_name="evaluate").data
+    default = {"thresholds": [0.5, 2, 5, 10, 30]}  # configs/evaluation/default.yaml
+    assert pick(dict(default), sevir)["thresholds"] == list(sevir.thresholds)
+    assert pick(dict(default), hko) == default  # no data thresholds: mm/h defaults
+    given = {"thresholds": [1.0, 10.0]}  # evaluation.thresholds=[1,10] on the CLI
+    assert pick(dict(given), sevir) == given
