@@ -53,6 +53,17 @@ def _check_compatible(model, dataset, ckpt_path: str) -> None:
         )
 
 
+def _thresholds_in_data_units(evaluation: dict, data_cfg: DictConfig) -> dict:
+    """A data config with its own ``thresholds`` (SEVIR: VIL in kg m-2) replaces the
+    mm/h defaults of configs/evaluation/default.yaml; thresholds given otherwise stay."""
+    own = data_cfg.get("thresholds")
+    default = OmegaConf.load(CONFIG_DIR / "evaluation" / "default.yaml").thresholds
+    if own is not None and list(evaluation["thresholds"]) == list(default):
+        log.info("thresholds of the data config (%s): %s", data_cfg.get("units"), own)
+        evaluation["thresholds"] = [float(t) for t in own]
+    return evaluation
+
+
 def _evaluate_task(ckpt: dict, cfg: DictConfig, out_dir: Path) -> dict:
     """A classification or series checkpoint: its task's test report (issue 14)."""
     from nowcast.training.other_tasks import evaluate_task_checkpoint
@@ -87,7 +98,9 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
         )
     if cfg.ckpt_path:
         _check_compatible(model, test, cfg.ckpt_path)
-    evaluation = OmegaConf.to_container(cfg.evaluation, resolve=True)
+    evaluation = _thresholds_in_data_units(
+        OmegaConf.to_container(cfg.evaluation, resolve=True), data_cfg
+    )
     if ckpt_config and (ckpt_config.get("evaluation") or {}).get("paper_row"):
         evaluation.setdefault("paper_row", ckpt_config["evaluation"]["paper_row"])
     baselines, rover_note = tuned_baselines(evaluation["baselines"], test)

@@ -39,6 +39,13 @@ ALL_EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")
 EXPERIMENTS = [None] + [e for e in ALL_EXPERIMENTS if _task_of(e) == "forecast"]
 TASK_EXPERIMENTS = [e for e in ALL_EXPERIMENTS if _task_of(e) != "forecast"]
 
+#: A date split of write_fake_processed's day (2015-06-01, 240 six-minute frames):
+#: 160 frames train, 40 validate, 40 test.
+FAKE_DAY_SPLIT_DATES = (
+    'data.datasets.split_dates={train_end:"2015-06-01T16:00",'
+    'val_end:"2015-06-01T20:00",test_end:null}'
+)
+
 
 @pytest.fixture(scope="module")
 def cheap_data(tmp_path_factory):
@@ -128,8 +135,11 @@ def test_hko_experiment_is_the_papers_radar_setup():
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS, ids=lambda e: e or "default")
 def test_experiment_builds_data_model_loss_and_optimizer(experiment, cheap_data):
-    target = _compose(experiment).data.datasets._target_
-    cfg = _compose(experiment, cheap_data.get(target, []))
+    datasets_cfg = _compose(experiment).data.datasets
+    extra = cheap_data.get(datasets_cfg._target_, [])
+    if datasets_cfg.get("split_dates"):  # a date split (SEVIR): dates of the fake day
+        extra = [*extra, FAKE_DAY_SPLIT_DATES]
+    cfg = _compose(experiment, extra)
     datasets = build_datasets(cfg.data)
     assert {"train", "val", "test"} <= set(datasets)
     inputs, targets = datasets["train"][0][:2]

@@ -32,7 +32,13 @@ from torch.utils.data import Dataset
 from nowcast.data.physical import GreyScale
 from nowcast.data.preprocess import COVERAGE, read_fit_split
 from nowcast.data.radar import is_zarr, unreadable
-from nowcast.data.split import SPLITS, block_split, sliding_windows
+from nowcast.data.split import (
+    SPLITS,
+    block_split,
+    cut_at_changes,
+    date_split,
+    sliding_windows,
+)
 
 __all__ = [
     "RadarWindowDataset",
@@ -53,6 +59,23 @@ def _read_times(path: Path) -> np.ndarray:
             return np.asarray(ds["time"].values, dtype="datetime64[ns]")
     except (OSError, RuntimeError, ValueError, KeyError) as err:
         raise unreadable([path], err) from err
+
+
+#: Per-frame sequence label of a file whose frames come from separate events (SEVIR).
+EVENT_VARIABLE = "event_id"
+
+
+def _read_events(path: Path) -> np.ndarray | None:
+    """The per-frame ``event_id`` of a radar file, shape (T,), or None without one."""
+    with ProcessedFile(path) as pf:
+        if EVENT_VARIABLE not in pf.names:
+            return None
+        if pf.dims(EVENT_VARIABLE) != ("time",):
+            raise ValueError(
+                f"{path}: {EVENT_VARIABLE!r} has dims {pf.dims(EVENT_VARIABLE)}, "
+                "expected ('time',): one event id per frame"
+            )
+        return pf.read(EVENT_VARIABLE).astype(str)
 
 
 def _check_variable(pf: ProcessedFile, variable: str) -> tuple[int, int, int]:
@@ -146,6 +169,7 @@ def check_fit_split(
     block_len: int,
     counts,
     seed: int,
+    split_dates: Mapping | None = None,
 ) -> list[str]:
     """Refuse a split that validates or tests on frames the noise mask was fitted on.
 
@@ -161,7 +185,10 @@ def check_fit_split(
     blocks : mapping
         The requested split (:func:`nowcast.data.split.block_split` output).
     block_len, counts, seed
-        The requested split's settings (for the messages).
+        The requested block split's settings (for the messages).
+    split_dates : mapping, optional
+        The requested date split (:func:`nowcast.data.split.date_split`), when the
+        split is by dates (then ``block_len``, ``counts`` and ``seed`` are unused).
 
     Returns
     -------
@@ -196,6 +223,16 @@ def check_fit_split(
     fitted = _frame_flags(times.size, fit_blocks)
     held_out = _frame_flags(times.size, [*blocks["val"], *blocks["test"]])
     n_leak = int((fitted & held_out).sum())
+    if n_leak and split_dates is not None:
+        raise ValueError(
+            f"{path}: its noise mask was fitted on the training blocks of "
+            f"block_len={fit['block_len']}, counts={fit['counts']}, seed={fit['seed']}, "
+            f"but the requested date split {dict(split_dates)} puts {n_leak} of those "
+            "fitting frames into validation or test. Preprocess without a fitted "
+            "noise mask (`python scripts/preprocess.py ... preprocess.noise_mask=false`"
+            ", as configs/preprocess/sevir.yaml does), or, for an evaluation-only "
+            "archive, with `fit_on=all`"
+        )
     if n_leak:
         c = [int(x) for x in counts]
         refit = (
@@ -550,6 +587,7 @@ def radar_datasets(
     variable: str = "intensity",
     zr_a: float | None = None,
     zr_b: float | None = None,
+    split_dates: Mapping | None = None,
 ) -> dict[str, RadarWindowDataset]:
     """Train / validation / test window datasets over one processed radar file.
 
@@ -567,6 +605,11 @@ def radar_datasets(
         Frames per block (40 in the paper).
     counts : (n_train, n_val, n_test)
         Blocks per day for each split.
+    split_dates : mapping, optional
+        Split by dates instead of blocks: ``{"train_end", "val_end", "test_end"}``
+        (ISO dates, ``test_end`` optional; :func:`nowcast.data.split.date_split`);
+        ``block_len``, ``counts`` and ``seed`` are then unused. Either way, a file
+        with a per-frame ``event_id`` (SEVIR) never has a window spanning two events.
     in_memory : bool or "auto"
         Load the intensities into memory; "auto" does so for files under 1 GiB of data.
     variable : str
@@ -590,15 +633,23 @@ def radar_datasets(
     """
     path = _existing(Path(path))
     window = input_len + output_len
-    if window > block_len:
+    if split_dates is None and window > block_len:
         raise ValueError(f"input_len + output_len = {window} exceeds {block_len=}")
     times = _read_times(path)
     n_bytes, attrs = _file_facts(path, variable)
     if in_memory == "auto":
         in_memory = n_bytes < 2**30
-    blocks = block_split(times, block_len=block_len, counts=counts, seed=seed)
+    blocks = _split_blocks(path, times, block_len, counts, seed, split_dates)
+    if (
+        split_dates is not None
+    ):  # pieces cut at a date or an event shorter than a window
+        blocks = {
+            k: [(a, b) for a, b in v if b - a >= window] for k, v in blocks.items()
+        }
     notes = scale_notes(attrs, _file_scale(path, attrs, zr_a, zr_b))
-    notes += check_fit_split(path, attrs, times, blocks, block_len, counts, seed)
+    notes += check_fit_split(
+        path, attrs, times, blocks, block_len, counts, seed, split_dates
+    )
     out = {}
     for name in SPLITS:
         starts, ids = _block_windows(blocks[name], window, stride)
@@ -614,9 +665,30 @@ def radar_datasets(
             zr_b=zr_b,
             notes=notes,
         )
-    if counts[0] > 0 and len(out["train"]) == 0:
+    if split_dates is None and counts[0] > 0 and len(out["train"]) == 0:
         raise ValueError(_no_training_message(path, block_len, times.size))
     return out
+
+
+def _split_blocks(
+    path: Path,
+    times: np.ndarray,
+    block_len: int,
+    counts,
+    seed: int,
+    split_dates: Mapping | None,
+) -> dict[str, list]:
+    """The split's blocks: by dates or per-day blocks, cut where the event changes."""
+    events = _read_events(path)
+    if split_dates is not None:
+        try:
+            return date_split(times, split_dates, labels=events)
+        except ValueError as err:
+            raise ValueError(f"{path}: data.datasets.split_dates: {err}") from err
+    blocks = block_split(times, block_len=block_len, counts=counts, seed=seed)
+    if events is None:
+        return blocks
+    return {name: cut_at_changes(b, events) for name, b in blocks.items()}
 
 
 def _no_training_message(path: Path, block_len: int, n_frames: int) -> str:

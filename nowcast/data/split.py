@@ -6,20 +6,38 @@ Training samples are 20-frame sliding windows (stride 1) inside the blocks, so n
 ever straddles two blocks, two days, or a gap in the time axis. With 97 full days this
 gives the paper's 97 * 4 * 21 = 8,148 training and 97 * 21 = 2,037 validation and test
 windows.
+
+Benchmarks defined by dates (SEVIR: train before 2019-01-01, validate before 2019-06-01,
+test before 2020-01-01) use :func:`date_split` instead: every gap-free run of frames is
+cut at the boundary dates and each piece goes to the split its dates fall in, so no
+window straddles a boundary. Archives of separate events (SEVIR's ``event_id`` per
+frame) are also cut where the event changes (:func:`cut_at_changes`), so no window
+spans two events even when one starts one step after the other ends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from nowcast.data.radar import contiguous_segments, infer_cadence
 
-__all__ = ["SPLITS", "day_blocks", "block_split", "sliding_windows"]
+__all__ = [
+    "SPLITS",
+    "DATE_KEYS",
+    "day_blocks",
+    "block_split",
+    "date_split",
+    "parse_split_dates",
+    "cut_at_changes",
+    "sliding_windows",
+]
 
 SPLITS = ("train", "val", "test")
 Block = tuple[int, int]
+#: Keys of a date split: the end (exclusive) of the training, validation and test periods.
+DATE_KEYS = ("train_end", "val_end", "test_end")
 
 
 def day_blocks(
@@ -119,6 +137,135 @@ def block_split(
     for name in SPLITS:
         out[name].sort()
     return out
+
+
+def parse_split_dates(dates: Mapping[str, object]) -> dict[str, np.datetime64]:
+    """Check and parse the boundary dates of a date split.
+
+    Parameters
+    ----------
+    dates : mapping
+        ``train_end`` and ``val_end`` (required) and ``test_end`` (optional, ``None``
+        = no end), each an ISO date or date-time (UTC), e.g. ``"2019-01-01"``.
+
+    Returns
+    -------
+    dict
+        The given keys as ``numpy.datetime64[ns]``.
+
+    Raises
+    ------
+    ValueError
+        Naming the key: unknown or missing key, unreadable date, dates not increasing.
+    """
+    unknown = sorted(set(dates) - set(DATE_KEYS))
+    missing = [k for k in DATE_KEYS[:2] if dates.get(k) is None]
+    if unknown or missing:
+        raise ValueError(
+            f"split dates {dict(dates)} need train_end and val_end (and optionally "
+            f"test_end); unknown {unknown}, missing {missing}"
+        )
+    out: dict[str, np.datetime64] = {}
+    for key in DATE_KEYS:
+        if dates.get(key) is None:
+            continue
+        try:
+            out[key] = np.datetime64(str(dates[key]).replace(" ", "T"), "ns")
+        except ValueError as err:
+            raise ValueError(
+                f"split date {key}={dates[key]!r} is not an ISO date such as "
+                f"'2019-01-01' ({err})"
+            ) from err
+    values = [out[k] for k in DATE_KEYS if k in out]
+    if any(b <= a for a, b in zip(values[:-1], values[1:], strict=False)):
+        raise ValueError(
+            f"split dates must increase (train_end < val_end < test_end), got "
+            f"{ {k: str(dates[k]) for k in out} }"
+        )
+    return out
+
+
+def cut_at_changes(blocks: Sequence[Block], labels: np.ndarray) -> list[Block]:
+    """Cut blocks where a per-frame label (e.g. the SEVIR event id) changes.
+
+    Parameters
+    ----------
+    blocks : sequence of (start, stop)
+        Half-open index ranges.
+    labels : numpy.ndarray, shape (T,)
+        One label per frame of the archive.
+
+    Returns
+    -------
+    list of (start, stop)
+        The pieces, each holding one label, in the order of ``blocks``.
+    """
+    labels = np.asarray(labels)
+    out: list[Block] = []
+    for a, b in blocks:
+        cuts = np.flatnonzero(labels[a + 1 : b] != labels[a : b - 1]) + a + 1
+        edges = [a, *cuts.tolist(), b]
+        out.extend(zip(edges[:-1], edges[1:], strict=True))
+    return out
+
+
+def date_split(
+    times: np.ndarray,
+    dates: Mapping[str, object],
+    labels: np.ndarray | None = None,
+    cadence: np.timedelta64 | None = None,
+) -> dict[str, list[Block]]:
+    """Assign frames to train / val / test by date, in gap-free runs.
+
+    Frames before ``train_end`` train, from ``train_end`` to before ``val_end``
+    validate, from ``val_end`` to before ``test_end`` (or to the end of the archive
+    when it is not given) test; later frames are left out. Gap-free runs (and, with
+    ``labels``, runs of one label) are cut at those dates, so no window built inside
+    a block crosses a boundary, a gap or a label change.
+
+    Parameters
+    ----------
+    times : numpy.ndarray of datetime64, shape (T,)
+        Increasing frame times (UTC).
+    dates : mapping
+        ``train_end``, ``val_end`` and optionally ``test_end``
+        (:func:`parse_split_dates`).
+    labels : numpy.ndarray, shape (T,), optional
+        Per-frame sequence label (the SEVIR ``event_id``); blocks never span two.
+    cadence : numpy.timedelta64, optional
+        Time step; inferred when omitted.
+
+    Returns
+    -------
+    dict
+        ``{"train": [...], "val": [...], "test": [...]}``, each a time-sorted list of
+        half-open ``(start, stop)`` index ranges.
+    """
+    bounds = parse_split_dates(dates)
+    times = np.asarray(times, dtype="datetime64[ns]")
+    out: dict[str, list[Block]] = {name: [] for name in SPLITS}
+    if times.size == 0:
+        return out
+    runs = contiguous_segments(times, cadence)
+    if labels is not None:
+        runs = cut_at_changes(runs, _checked_labels(labels, times.size))
+    ends = [bounds[k] for k in DATE_KEYS if k in bounds]
+    # period of each frame: 0 train, 1 val, 2 test, 3 after test_end (left out)
+    period = np.searchsorted(np.asarray(ends), times, side="right")
+    for piece in cut_at_changes(runs, period):
+        label = int(period[piece[0]])
+        if label < len(SPLITS):
+            out[SPLITS[label]].append(piece)
+    return out
+
+
+def _checked_labels(labels: np.ndarray, n_time: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.shape != (n_time,):
+        raise ValueError(
+            f"need one label per frame, got shape {labels.shape} for {n_time} frames"
+        )
+    return labels
 
 
 def sliding_windows(

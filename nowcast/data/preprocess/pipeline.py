@@ -657,6 +657,9 @@ class Preprocessor:
         result.attrs.update(self._zr_attrs(da.attrs.get("units")))
         result.attrs.update(fit_split_attrs(self.fit_split, self._fits_data()))
         self._carry_motion(ds, result, g)
+        for var in ds.data_vars:  # per-frame labels, e.g. the SEVIR event_id
+            if ds[var].dims == ("time",):
+                result[var] = ds[var].reset_coords(drop=True)
         if is_georeferenced(ds):  # the processed cells on the same map
             grid = xr.Dataset(coords={"x": x, "y": y})
             grid[CRS_VARIABLE] = ds[CRS_VARIABLE].reset_coords(drop=True)
