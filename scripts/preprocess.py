@@ -56,6 +56,7 @@ def run(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base=None, config_path="../configs", config_name="preprocess")
 def main(cfg: DictConfig) -> None:
+    """Hydra entry point: ``python scripts/preprocess.py key=value ...``."""
     run(cfg)
 
 
