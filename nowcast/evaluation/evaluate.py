@@ -74,24 +74,17 @@ PAPER_TABLE: dict[str, dict[str, float]] = {
 
 #: Shi et al. (2017), HKO-7 offline test (5 in, 20 out): CSI averaged over leads per
 #: threshold (mm/h), from a public reproduction's result files.
+_HKO7_CSI_THRESHOLDS = (0.5, 2, 5, 10, 30)  # mm/h
 HKO7_CSI_TABLE: dict[str, dict[str, float]] = {
-    "last frame (persistence)": {
-        "csi@0.5": 0.4022, "csi@2": 0.3266, "csi@5": 0.2401, "csi@10": 0.1574,
-        "csi@30": 0.0692,
-    },
-    "ROVER (non-linear)": {
-        "csi@0.5": 0.4655, "csi@2": 0.4074, "csi@5": 0.3226, "csi@10": 0.2164,
-        "csi@30": 0.0951,
-    },
-    "ConvLSTM (balanced loss)": {
-        "csi@0.5": 0.5543, "csi@2": 0.4790, "csi@5": 0.3784, "csi@10": 0.2866,
-        "csi@30": 0.1815,
-    },
-    "TrajGRU": {
-        "csi@0.5": 0.5430, "csi@2": 0.4678, "csi@5": 0.3667, "csi@10": 0.2774,
-        "csi@30": 0.1730,
-    },
-}  # fmt: skip
+    name: {f"csi@{t:g}": v for t, v in zip(_HKO7_CSI_THRESHOLDS, row, strict=True)}
+    for name, row in {
+        # CSI at 0.5, 2, 5, 10 and 30 mm/h
+        "last frame (persistence)": (0.4022, 0.3266, 0.2401, 0.1574, 0.0692),
+        "ROVER (non-linear)": (0.4655, 0.4074, 0.3226, 0.2164, 0.0951),
+        "ConvLSTM (balanced loss)": (0.5543, 0.4790, 0.3784, 0.2866, 0.1815),
+        "TrajGRU": (0.5430, 0.4678, 0.3667, 0.2774, 0.1730),
+    }.items()
+}
 
 
 def _is_persistence(name: str, forecaster: object) -> bool:
