@@ -34,6 +34,8 @@ import cv2
 import numpy as np
 import torch
 
+from nowcast.registry import Registry
+
 __all__ = [
     "estimate_flow",
     "get_method",
@@ -50,7 +52,7 @@ TEMPORAL_MODES = ("last", "chain", "mean")
 # A flow method maps (prev uint8 (H, W), next uint8 (H, W), **params) -> flow (H, W, 2)
 # float32 in pixels per step. Initial flows are handled by estimate_flow (pre-warping).
 FlowMethod = Callable[..., np.ndarray]
-_METHODS: dict[str, FlowMethod] = {}
+_METHODS: Registry[FlowMethod] = Registry("optical-flow method")
 
 _DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -61,17 +63,12 @@ _DIS_PRESETS = {
 
 def register_method(name: str) -> Callable[[FlowMethod], FlowMethod]:
     """Decorator adding a flow method to the registry under ``name``."""
-
-    def deco(fn: FlowMethod) -> FlowMethod:
-        _METHODS[name] = fn
-        return fn
-
-    return deco
+    return _METHODS.register(name)
 
 
 def available_methods() -> list[str]:
     """Names accepted by :func:`get_method` and :func:`estimate_flow`."""
-    return sorted(_METHODS)
+    return _METHODS.names()
 
 
 def get_method(name: str) -> FlowMethod:
@@ -82,12 +79,7 @@ def get_method(name: str) -> FlowMethod:
     ValueError
         If ``name`` is unknown; the message lists the available names.
     """
-    try:
-        return _METHODS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown optical-flow method {name!r}; available: {available_methods()}"
-        ) from None
+    return _METHODS.lookup(name)
 
 
 _LOCAL = threading.local()
