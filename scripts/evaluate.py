@@ -53,6 +53,20 @@ def _check_compatible(model, dataset, ckpt_path: str) -> None:
         )
 
 
+def _evaluate_task(ckpt: dict, cfg: DictConfig, out_dir: Path) -> dict:
+    """A classification or series checkpoint: its task's test report (issue 14)."""
+    from nowcast.training.other_tasks import evaluate_task_checkpoint
+
+    data = None
+    if cfg.get("data") is not None:
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+    out = dict(evaluate_task_checkpoint(ckpt, data, out_dir))
+    for report in sorted((out_dir / "evaluation").glob("*.md")):
+        print(report.read_text())
+    print(f"evaluation written to {(out_dir / 'evaluation').resolve()}")
+    return out
+
+
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     """Run the evaluation described by ``cfg``; returns evaluate_split's output."""
     forecasters = {}
@@ -60,6 +74,8 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     if cfg.ckpt_path:
         ckpt = load_checkpoint(cfg.ckpt_path)
         ckpt_config = ckpt["config"]
+        if ckpt_config.get("task", "forecast") != "forecast":
+            return _evaluate_task(ckpt, cfg, out_dir)
         model = load_forecaster(ckpt)
         forecasters[model_label(ckpt_config)] = model
     data_cfg = _data_config(cfg, ckpt_config)

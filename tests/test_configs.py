@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).parent / "training"))
 from training_helpers import compose_config, write_fake_processed  # noqa: E402
@@ -25,7 +26,18 @@ from nowcast.training.checkpoint import build_model  # noqa: E402
 from nowcast.training.trainer import build_datasets, build_loss  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-EXPERIMENTS = [None] + sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+
+
+def _task_of(stem: str) -> str:
+    """The experiment's training task (``task:`` key; issue 14), default forecast."""
+    return OmegaConf.load(CONFIGS / "experiment" / f"{stem}.yaml").get(
+        "task", "forecast"
+    )
+
+
+ALL_EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+EXPERIMENTS = [None] + [e for e in ALL_EXPERIMENTS if _task_of(e) == "forecast"]
+TASK_EXPERIMENTS = [e for e in ALL_EXPERIMENTS if _task_of(e) != "forecast"]
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +52,15 @@ def cheap_data(tmp_path_factory):
             "++data.datasets.n_days=1",
             "++data.datasets.size=165",
         ],
+        "nowcast.data.series.synthetic_series_datasets": [
+            f"data.root={root / 'synthetic'}",
+            "++data.datasets.n_days=1",
+            "++data.datasets.size=165",
+        ],
+        "nowcast.data.video.video_folder_datasets": [
+            f"data.root={_tiny_kth(root / 'kth')}",
+            "data.datasets.clip_len=4",
+        ],
         "nowcast.data.moving_mnist.moving_mnist_datasets": [
             f"data.root={root / 'moving_mnist'}",
             "data.n_train=4",
@@ -47,6 +68,30 @@ def cheap_data(tmp_path_factory):
             "data.n_test=2",
         ],
     }
+
+
+def _tiny_kth(root: Path) -> Path:
+    """Six KTH class folders, one 4-frame 120x160 AVI of people 1 (train), 3 (val) and
+    13 (test) each."""
+    import cv2
+
+    for action in (
+        "boxing",
+        "handclapping",
+        "handwaving",
+        "jogging",
+        "running",
+        "walking",
+    ):
+        for person in (1, 3, 13):
+            path = root / action / f"person{person:02d}_{action}_d1_uncomp.avi"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fourcc = cv2.VideoWriter_fourcc(*"MJPG")
+            writer = cv2.VideoWriter(str(path), fourcc, 25, (160, 120))
+            for t in range(4):
+                writer.write(np.full((120, 160, 3), 40 * t, np.uint8))
+            writer.release()
+    return root
 
 
 def _compose(experiment, extra=()):
@@ -102,3 +147,25 @@ def test_experiment_builds_data_model_loss_and_optimizer(experiment, cheap_data)
     assert logits.shape == targets[None].shape
     loss = loss_fn(logits, targets[None])
     assert np.isfinite(float(loss))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", TASK_EXPERIMENTS)
+def test_task_experiment_builds_data_model_and_task(experiment, cheap_data):
+    # the other training tasks (issue 14): one training loss and one validation pass
+    from nowcast.training.tasks import build_task
+
+    target = _compose(experiment).data.datasets._target_
+    cfg = _compose(experiment, cheap_data.get(target, []))
+    datasets = build_datasets(cfg.data)
+    model = build_model(cfg.model)
+    instantiate(cfg.optimizer)(params=model.parameters())
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    task = build_task(plain, datasets, torch.device("cpu"), None)
+    items = [datasets["train"][i] for i in range(2)]
+    batch = [torch.stack([item[k] for item in items]) for k in range(2)]
+    loss, n = task.training_loss(model, batch)
+    assert n == 2 and np.isfinite(float(loss.detach()))
+    loader = torch.utils.data.DataLoader(datasets["val"], batch_size=2)
+    metrics = task.evaluate(model, loader, 1)
+    assert task.monitor in metrics and metrics["n"] == 2

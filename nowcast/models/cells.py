@@ -30,9 +30,22 @@ at zero except the ConvLSTM forget gate, whose bias starts at ``forget_bias`` (1
 default, Jozefowicz et al. 2015) so that the cell remembers by default early in
 training. The peephole weights ``W_ci, W_cf, W_co`` start at zero (the cell then starts
 as a plain ConvLSTM). ConvGRU biases start at zero.
+
+Gate normalisation
+------------------
+``norm="group"`` puts every gate pre-activation (the summed input and state terms and
+bias) through its own ``GroupNorm(1 group, eps 1e-6, affine)`` before the nonlinearity:
+the widely copied "GroupNorm ConvGRU" (reset, update and candidate normalised) and the
+same option for the ConvLSTM gates ``i, f, c~, o``. The ConvGRU then also follows that
+variant's update convention, ``H_t = z H_{t-1} + (1 - z) H~`` (``z`` keeps the old
+state; the paper's equations have the opposite). With ``norm=None`` (the default) no
+normalisation module exists, so state dicts and forecasts are those of the plain cells.
+The registry names ``"lstm_gn"`` and ``"gru_gn"`` select the normalised cells.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -40,8 +53,12 @@ from torch import Tensor, nn
 __all__ = [
     "ConvLSTMCell",
     "ConvGRUCell",
+    "GateGroupNorm",
     "CELLS",
+    "CELL_VARIANTS",
+    "ZeroStateMixin",
     "get_cell",
+    "resolve_cell",
     "lstm_update",
     "LSTMState",
     "CellState",
@@ -82,6 +99,85 @@ def _check_channels(in_channels: int, hidden_channels: int) -> None:
     ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+GATE_NORMS = (None, "group")
+"""Accepted values of the cells' ``norm`` argument."""
+
+
+def _check_norm(norm: str | None) -> str | None:
+    """Return ``norm`` if it is one of :data:`GATE_NORMS`, else raise naming the fix."""
+    if norm not in GATE_NORMS:
+        raise ValueError(
+            f"norm must be None (no gate normalisation) or 'group' (GroupNorm of every "
+            f"gate pre-activation), got {norm!r}"
+        )
+    return norm
+
+
+class GateGroupNorm(nn.Module):
+    """One ``GroupNorm(1, C_hid, eps, affine)`` per gate of a gate-stacked tensor.
+
+    Parameters
+    ----------
+    n_gates : int
+        Number of gates stacked along dim 1.
+    hidden_channels : int
+        Channels ``C_hid`` of each gate.
+    eps : float
+        GroupNorm epsilon (1e-6 in the GroupNorm ConvGRU).
+
+    Notes
+    -----
+    ``forward`` takes ``(B, n_gates C_hid, H, W)`` and normalises each gate's
+    ``(C_hid, H, W)`` block over all its channels and pixels (one group), then applies
+    that gate's per-channel scale and shift.
+    """
+
+    def __init__(self, n_gates: int, hidden_channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(
+            nn.GroupNorm(1, hidden_channels, eps=eps) for _ in range(n_gates)
+        )
+
+    def forward(self, gates: Tensor) -> Tensor:
+        """Normalise ``(B, n_gates C_hid, H, W)`` gate by gate; same shape out."""
+        if len(self.norms) == 1:
+            return self.norms[0](gates)
+        parts = gates.chunk(len(self.norms), dim=1)
+        return torch.cat([n(p) for n, p in zip(self.norms, parts, strict=True)], dim=1)
+
+
+class ZeroStateMixin:
+    """``init_state`` for cells and stacks: zeros on the module's device and dtype.
+
+    A subclass implements ``_zero_state(batch_size, height, width, device, dtype)``.
+    """
+
+    def init_state(
+        self,
+        batch_size: int,
+        height: int,
+        width: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> CellState | list[CellState]:
+        """Zero state for ``batch_size`` frames of ``height x width`` pixels.
+
+        A ConvLSTM cell gives ``(h, c)``, a ConvGRU cell ``h``, each ``(batch_size,
+        C_hid, height, width)``; a stack gives a list with one entry per layer.
+        ``device`` and ``dtype`` default to those of the module's parameters.
+        """
+        weight = next(self.parameters())  # type: ignore[attr-defined]
+        size = (batch_size, height, width)
+        return self._zero_state(
+            size, device=device or weight.device, dtype=dtype or weight.dtype
+        )
+
+    def _zero_state(self, size: tuple[int, int, int], **options: Any) -> Any:
+        """Zeros for ``size = (batch, height, width)``; ``options``: device, dtype."""
+        raise NotImplementedError
 
 
 def _check_step_input(
@@ -151,10 +247,14 @@ def lstm_update(
     return h_next, c_next
 
 
-class _ConvCellBase(nn.Module):
-    """Shared construction of the gate convolutions (``n_gates`` gates)."""
+class _ConvCellBase(ZeroStateMixin, nn.Module):
+    """Shared construction of the gate convolutions (``n_gates`` gates) and states.
+
+    ``n_state_tensors`` is 2 for a state ``(h, c)``, 1 for a state ``h``.
+    """
 
     n_gates: int
+    n_state_tensors: int
 
     def __init__(
         self,
@@ -163,9 +263,11 @@ class _ConvCellBase(nn.Module):
         kernel_size: int | tuple[int, int],
         state_kernel_size: int | tuple[int, int] | None,
         bias: bool,
+        norm: str | None = None,
     ) -> None:
         super().__init__()
         _check_channels(in_channels, hidden_channels)
+        self.norm = _check_norm(norm)
         self.in_channels = in_channels
         self.hidden_channels = hidden_channels
         self.kernel_size = _kernel_pair(kernel_size, "kernel_size")
@@ -181,6 +283,28 @@ class _ConvCellBase(nn.Module):
     @staticmethod
     def _conv(cin: int, cout: int, k: tuple[int, int], bias: bool) -> nn.Conv2d:
         return nn.Conv2d(cin, cout, k, padding=(k[0] // 2, k[1] // 2), bias=bias)
+
+    def _gate_norm(self, n_gates: int) -> GateGroupNorm | None:
+        """The normalisation of ``n_gates`` gates (``None`` without ``norm``)."""
+        return (
+            None if self.norm is None else GateGroupNorm(n_gates, self.hidden_channels)
+        )
+
+    def _zero_state(self, size: tuple[int, int, int], **options: Any) -> CellState:
+        batch_size, height, width = size
+        shape = (batch_size, self.hidden_channels, height, width)
+        h = torch.zeros(shape, **options)
+        return (h, torch.zeros_like(h)) if self.n_state_tensors == 2 else h
+
+    def _state_or_zeros(self, x: Tensor | None, state: CellState | None) -> CellState:
+        """``state``, or the zero state shaped after ``x`` when it is omitted."""
+        if state is not None:
+            return state
+        if x is None:
+            raise ValueError("state is required when there is no input x")
+        return self.init_state(
+            x.shape[0], x.shape[-2], x.shape[-1], device=x.device, dtype=x.dtype
+        )
 
     def input_gates(self, x: Tensor) -> Tensor:
         """Input-to-state part of every gate, ``W_x * X + b``, for a non-fused cell.
@@ -228,7 +352,11 @@ class ConvLSTMCell(_ConvCellBase):
         the parameters ``w_ci, w_cf, w_co`` of shape ``(C_hid, 1, 1)``. ``False`` gives
         the common variant without peepholes.
     forget_bias : float
-        Initial value of the forget-gate bias ``b_f``.
+        Initial value of the forget-gate bias ``b_f`` (with ``norm="group"``: of the
+        forget gate's GroupNorm shift, which is what the sigmoid then sees).
+    norm : {None, "group"}
+        ``"group"``: each gate's pre-activation through its own GroupNorm (see the
+        module docstring), before the peephole terms are added.
 
     Notes
     -----
@@ -237,6 +365,7 @@ class ConvLSTMCell(_ConvCellBase):
     """
 
     n_gates = 4
+    n_state_tensors = 2
 
     def __init__(
         self,
@@ -247,9 +376,10 @@ class ConvLSTMCell(_ConvCellBase):
         bias: bool = True,
         peephole: bool = True,
         forget_bias: float = 1.0,
+        norm: str | None = None,
     ) -> None:
         super().__init__(
-            in_channels, hidden_channels, kernel_size, state_kernel_size, bias
+            in_channels, hidden_channels, kernel_size, state_kernel_size, bias, norm
         )
         hid, g = hidden_channels, 4 * hidden_channels
         if self.fused:
@@ -267,36 +397,25 @@ class ConvLSTMCell(_ConvCellBase):
             self.register_parameter("w_ci", None)
             self.register_parameter("w_cf", None)
             self.register_parameter("w_co", None)
+        self.gate_norm = self._gate_norm(4)
         self.forget_bias = forget_bias
         self.reset_bias()
 
     def reset_bias(self) -> None:
-        """Zero all biases, set the forget gate's to ``forget_bias``."""
+        """Zero all biases, set the forget gate's to ``forget_bias``.
+
+        With ``norm="group"`` the forget bias goes to the forget gate's GroupNorm shift
+        (a convolution bias before a normalisation is mostly normalised away).
+        """
         b = self.conv.bias if self.input_conv is None else self.input_conv.bias
-        if b is None:
-            return
         hid = self.hidden_channels
         with torch.no_grad():
-            b.zero_()
-            b[hid : 2 * hid].fill_(self.forget_bias)
-
-    def init_state(
-        self,
-        batch_size: int,
-        height: int,
-        width: int,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> LSTMState:
-        """Zero state ``(h, c)``, each ``(batch_size, C_hid, height, width)``."""
-        shape = (batch_size, self.hidden_channels, height, width)
-        dtype = dtype or self.conv.weight.dtype
-        device = device or self.conv.weight.device
-        return (
-            torch.zeros(shape, device=device, dtype=dtype),
-            torch.zeros(shape, device=device, dtype=dtype),
-        )
+            if b is not None:
+                b.zero_()
+            if self.gate_norm is not None:
+                self.gate_norm.norms[1].bias.fill_(self.forget_bias)
+            elif b is not None:
+                b[hid : 2 * hid].fill_(self.forget_bias)
 
     def step(
         self, x: Tensor | None, state: LSTMState, x_gates: Tensor | None = None
@@ -313,6 +432,8 @@ class ConvLSTMCell(_ConvCellBase):
             if x_gates is None:
                 x_gates = self.input_conv(x)
             gates = x_gates + self.conv(h)
+        if self.gate_norm is not None:
+            gates = self.gate_norm(gates)
         h_next, c_next = lstm_update(gates, c, self.w_ci, self.w_cf, self.w_co)
         return h_next, (h_next, c_next)
 
@@ -335,12 +456,7 @@ class ConvLSTMCell(_ConvCellBase):
         state : (h, c)
             New state.
         """
-        if state is None:
-            if x is None:
-                raise ValueError("state is required when there is no input x")
-            state = self.init_state(
-                x.shape[0], x.shape[-2], x.shape[-1], device=x.device, dtype=x.dtype
-            )
+        state = self._state_or_zeros(x, state)
         if not isinstance(state, tuple | list) or len(state) != 2:
             raise TypeError(
                 f"ConvLSTM state must be a tuple (h, c), got {type(state).__name__}"
@@ -382,6 +498,7 @@ class ConvLSTMCell(_ConvCellBase):
             f"in_channels={self.in_channels}, hidden_channels={self.hidden_channels}, "
             f"kernel_size={self.kernel_size}, state_kernel_size="
             f"{self.state_kernel_size}, peephole={self.peephole}, fused={self.fused}"
+            f", norm={self.norm}"
         )
 
 
@@ -398,6 +515,13 @@ class ConvGRUCell(_ConvCellBase):
     ----------
     in_channels, hidden_channels, kernel_size, state_kernel_size, bias
         As for :class:`ConvLSTMCell`.
+    norm : {None, "group"}
+        ``"group"``: the GroupNorm ConvGRU. The ``z`` and ``r`` pre-activations each
+        through their own ``GroupNorm(1, C_hid, eps=1e-6)`` before the sigmoid, the
+        candidate's (``W_h * X + U_h * (r H) + b_h``) through a third before the tanh,
+        and ``H_t = z H_{t-1} + (1 - z) H~`` (that variant's convention: ``z`` keeps the
+        old state). With a bias on each convolution and affine norms, 4 input and 64
+        hidden channels with 3x3 kernels make 118,080 parameters.
 
     Notes
     -----
@@ -408,6 +532,7 @@ class ConvGRUCell(_ConvCellBase):
     """
 
     n_gates = 3
+    n_state_tensors = 1
 
     def __init__(
         self,
@@ -416,9 +541,10 @@ class ConvGRUCell(_ConvCellBase):
         kernel_size: int | tuple[int, int] = 3,
         state_kernel_size: int | tuple[int, int] | None = None,
         bias: bool = True,
+        norm: str | None = None,
     ) -> None:
         super().__init__(
-            in_channels, hidden_channels, kernel_size, state_kernel_size, bias
+            in_channels, hidden_channels, kernel_size, state_kernel_size, bias, norm
         )
         hid, k = hidden_channels, self.state_kernel_size
         if self.fused:
@@ -429,6 +555,8 @@ class ConvGRUCell(_ConvCellBase):
             self.input_conv = self._conv(in_channels, 3 * hid, self.kernel_size, bias)
             self.gate_conv = self._conv(hid, 2 * hid, k, False)
             self.cand_conv = self._conv(hid, hid, k, False)
+        self.gate_norm = self._gate_norm(2)
+        self.cand_norm = self._gate_norm(1)
         self.reset_bias()
 
     def reset_bias(self) -> None:
@@ -438,23 +566,6 @@ class ConvGRUCell(_ConvCellBase):
                 if conv is not None and conv.bias is not None:
                     conv.bias.zero_()
 
-    def init_state(
-        self,
-        batch_size: int,
-        height: int,
-        width: int,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """Zero state ``h`` of shape ``(batch_size, C_hid, height, width)``."""
-        w = self.gate_conv.weight
-        return torch.zeros(
-            (batch_size, self.hidden_channels, height, width),
-            device=device or w.device,
-            dtype=dtype or w.dtype,
-        )
-
     def step(
         self, x: Tensor | None, state: Tensor, x_gates: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
@@ -463,16 +574,22 @@ class ConvGRUCell(_ConvCellBase):
         hid = self.hidden_channels
         if self.input_conv is None:
             zr = self.gate_conv(h if x is None else torch.cat((x, h), dim=1))
-            z, r = torch.sigmoid(zr).chunk(2, dim=1)
-            rh = r * h
-            cand = self.cand_conv(rh if x is None else torch.cat((x, rh), dim=1))
         else:
             if x_gates is None:
                 x_gates = self.input_conv(x)
             zr = x_gates[:, : 2 * hid] + self.gate_conv(h)
-            z, r = torch.sigmoid(zr).chunk(2, dim=1)
-            cand = x_gates[:, 2 * hid :] + self.cand_conv(r * h)
-        h_next = h + z * (torch.tanh(cand) - h)  # = (1 - z) h + z h~
+        if self.gate_norm is not None:
+            zr = self.gate_norm(zr)
+        z, r = torch.sigmoid(zr).chunk(2, dim=1)
+        rh = r * h
+        if self.input_conv is None:
+            cand = self.cand_conv(rh if x is None else torch.cat((x, rh), dim=1))
+        else:
+            cand = x_gates[:, 2 * hid :] + self.cand_conv(rh)
+        if self.cand_norm is None:
+            h_next = h + z * (torch.tanh(cand) - h)  # = (1 - z) h + z h~
+        else:  # the GroupNorm variant's convention: z keeps the old state
+            h_next = h + (1 - z) * (torch.tanh(self.cand_norm(cand)) - h)
         return h_next, h_next
 
     def forward(
@@ -492,12 +609,7 @@ class ConvGRUCell(_ConvCellBase):
         h, state : torch.Tensor
             The new hidden state (output and state are the same tensor).
         """
-        if state is None:
-            if x is None:
-                raise ValueError("state is required when there is no input x")
-            state = self.init_state(
-                x.shape[0], x.shape[-2], x.shape[-1], device=x.device, dtype=x.dtype
-            )
+        state = self._state_or_zeros(x, state)
         _check_step_input(self, x, state)
         return self.step(x, state)
 
@@ -540,7 +652,7 @@ class ConvGRUCell(_ConvCellBase):
         return (
             f"in_channels={self.in_channels}, hidden_channels={self.hidden_channels}, "
             f"kernel_size={self.kernel_size}, state_kernel_size="
-            f"{self.state_kernel_size}, fused={self.fused}"
+            f"{self.state_kernel_size}, fused={self.fused}, norm={self.norm}"
         )
 
 
@@ -548,7 +660,13 @@ CELLS: dict[str, type[ConvLSTMCell] | type[ConvGRUCell]] = {
     "lstm": ConvLSTMCell,
     "gru": ConvGRUCell,
 }
-"""Registry of recurrent cells by name."""
+"""Registry of recurrent cell classes by name."""
+
+CELL_VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+    "lstm_gn": ("lstm", {"norm": "group"}),
+    "gru_gn": ("gru", {"norm": "group"}),
+}
+"""Registered names for a cell class with options: name -> (class name, options)."""
 
 
 def get_cell(name: str) -> type[ConvLSTMCell] | type[ConvGRUCell]:
@@ -559,9 +677,29 @@ def get_cell(name: str) -> type[ConvLSTMCell] | type[ConvGRUCell]:
     ValueError
         If ``name`` is not registered; the message lists the available names.
     """
+    return resolve_cell(name)[0]
+
+
+def resolve_cell(
+    name: str,
+) -> tuple[type[ConvLSTMCell] | type[ConvGRUCell], dict[str, object]]:
+    """The cell class and the options that ``name`` stands for.
+
+    ``"lstm"`` and ``"gru"`` are the plain cells (no options); ``"lstm_gn"`` and
+    ``"gru_gn"`` the same classes with ``norm="group"``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not registered; the message lists the available names.
+    """
     key = name.lower() if isinstance(name, str) else name
+    if key in CELL_VARIANTS:
+        base, options = CELL_VARIANTS[key]
+        return CELLS[base], dict(options)
     if key not in CELLS:
         raise ValueError(
-            f"unknown cell {name!r}; available cells: {', '.join(sorted(CELLS))}"
+            f"unknown cell {name!r}; available cells: {', '.join(sorted(CELLS))} "
+            f"(and {', '.join(sorted(CELL_VARIANTS))}: the same with norm='group')"
         )
-    return CELLS[key]
+    return CELLS[key], {}

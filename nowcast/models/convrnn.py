@@ -13,11 +13,18 @@ without graph breaks.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from nowcast.models.cells import CellState, ConvGRUCell, ConvLSTMCell, get_cell
+from nowcast.models.cells import (
+    CellState,
+    ConvGRUCell,
+    ConvLSTMCell,
+    ZeroStateMixin,
+    resolve_cell,
+)
 
 __all__ = ["ConvRNN", "RNNState"]
 
@@ -59,15 +66,16 @@ def _n_layers(
     return 1
 
 
-class ConvRNN(nn.Module):
+class ConvRNN(ZeroStateMixin, nn.Module):
     """A stack of ConvLSTM or ConvGRU layers over a sequence ``(B, T, C, H, W)``.
 
     Layer ``l`` reads the hidden states of layer ``l - 1`` (layer 0 reads the input).
 
     Parameters
     ----------
-    cell : {"lstm", "gru"}
-        Cell type, through :func:`nowcast.models.cells.get_cell`.
+    cell : {"lstm", "gru", "lstm_gn", "gru_gn"}
+        Cell type, through :func:`nowcast.models.cells.resolve_cell` (``*_gn``: the
+        cell with ``norm="group"``).
     in_channels : int
         Channels of the input frames; 0 for a stack that receives no input (the
         paper's forecasting network), which then needs ``state`` and ``n_steps``.
@@ -86,6 +94,9 @@ class ConvRNN(nn.Module):
     bias, peephole, forget_bias
         Passed to the cells (``peephole`` and ``forget_bias`` only to ConvLSTM cells;
         a ConvGRU has no cell state to peep at).
+    norm : {None, "group"}, optional
+        Gate normalisation of every cell (see :mod:`nowcast.models.cells`); omitted:
+        the cell name's (``"group"`` for ``*_gn``, else none).
     """
 
     def __init__(
@@ -102,9 +113,12 @@ class ConvRNN(nn.Module):
         bias: bool = True,
         peephole: bool = True,
         forget_bias: float = 1.0,
+        norm: str | None = None,
     ) -> None:
         super().__init__()
-        cell_cls = get_cell(cell)
+        cell_cls, options = resolve_cell(cell)
+        if norm is not None:
+            options["norm"] = norm
         n = _n_layers(num_layers, hidden_channels, kernel_size, state_kernel_size)
         hidden = _per_layer(hidden_channels, n, "hidden_channels")
         kernels = _per_layer(kernel_size, n, "kernel_size", kernel=True)
@@ -117,9 +131,10 @@ class ConvRNN(nn.Module):
         self.return_all_layers = return_all_layers
         extra = (
             {"peephole": peephole, "forget_bias": forget_bias}
-            if cell_cls is ConvLSTMCell
+            if issubclass(cell_cls, ConvLSTMCell)
             else {}
         )
+        extra.update(options)
         cells = []
         for i in range(n):
             cells.append(
@@ -134,20 +149,8 @@ class ConvRNN(nn.Module):
             )
         self.cells = nn.ModuleList(cells)
 
-    def init_state(
-        self,
-        batch_size: int,
-        height: int,
-        width: int,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> RNNState:
-        """Zero state of every layer for ``batch_size`` frames of ``height x width``."""
-        return [
-            c.init_state(batch_size, height, width, device=device, dtype=dtype)
-            for c in self.cells
-        ]
+    def _zero_state(self, size: tuple[int, int, int], **options: Any) -> RNNState:
+        return [c.init_state(*size, **options) for c in self.cells]
 
     def _check_state(
         self, state: object, batch: int | None, size: tuple[int, int] | None

@@ -4,6 +4,8 @@
 ``load_forecaster(path)`` rebuilds a trained model from a checkpoint for inference.
 """
 
+# registers the "classify" and "series" tasks with the task seam (issue 14)
+from nowcast.training import other_tasks as _other_tasks  # noqa: F401
 from nowcast.training.checkpoint import (
     load_checkpoint,
     load_forecaster,

@@ -148,7 +148,9 @@ def test_zero_state_default_and_gru_forward():
 def test_registry():
     assert get_cell("lstm") is ConvLSTMCell
     assert get_cell("GRU") is ConvGRUCell
-    with pytest.raises(ValueError, match="available cells: gru, lstm"):
+    with pytest.raises(
+        ValueError, match="available cells: gru, lstm .and gru_gn, lstm_gn"
+    ):
         get_cell("rnn")
 
 

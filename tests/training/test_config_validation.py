@@ -55,9 +55,12 @@ def test_another_tasks_evaluation_keys_pass_but_shared_ones_are_checked():
     extra = "+evaluation.wet_threshold=0.1"
     with pytest.raises(ConfigError, match="evaluation.wet_threshold is not a known"):
         validate_config(_plain([extra]))  # the forecast task has no such key
-    validate_config(_plain(["+task=series", extra]))
+    series = ["+task=series", "loss=mse"]  # the series task trains with mse or mae
+    validate_config(_plain([*series, extra]))
     with pytest.raises(ConfigError, match="evaluation.batch_size=0: expected an int"):
-        validate_config(_plain(["+task=series", extra, "evaluation.batch_size=0"]))
+        validate_config(_plain([*series, extra, "evaluation.batch_size=0"]))
+    with pytest.raises(ConfigError, match="loss.name='bce': expected one of"):
+        validate_config(_plain(["+task=series", extra]))
     with pytest.raises(ConfigError, match="loss.thresholds is not a parameter of loss"):
         validate_config(_plain(["loss=bce", "+loss.thresholds=[2.0]"]))
 
