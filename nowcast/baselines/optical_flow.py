@@ -61,6 +61,7 @@ _DIS_PRESETS = {
 }
 
 
+# The public face of the registry, like the importers' register_preset / get_preset.
 def register_method(name: str) -> Callable[[FlowMethod], FlowMethod]:
     """Decorator adding a flow method to the registry under ``name``."""
     return _METHODS.register(name)

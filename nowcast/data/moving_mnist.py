@@ -983,6 +983,7 @@ class MovingMNISTDataset(Dataset):
         return frames[: self.input_len], frames[self.input_len :]
 
 
+# Repeats prepare_moving_mnist's parameters on purpose: a hydra _target_ forwarding them.
 def moving_mnist_datasets(
     root: PathLike,
     input_len: int = 10,

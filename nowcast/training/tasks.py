@@ -286,6 +286,7 @@ class ForecastTask:
             use_coverage=self.use_coverage,
         )
 
+    # the signatures repeat the TrainingTask protocol's on purpose
     def test_evaluation(
         self,
         model: nn.Module,
