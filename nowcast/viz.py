@@ -455,32 +455,67 @@ def plot_sequence(
     m = _mask(mask, hw)
 
     picks = [_pick(a.shape[0], max_frames) for _, a, _ in rows]
-    ncols = max(len(p) for p in picks)
-    nrows = len(rows)
-    fig, grid, cax = _image_grid(
-        nrows, ncols, hw, panel_size, top=0.3 + (0.3 if title else 0.0)
-    )
-    titled_output = False
+    fig, grid, cax = _strip_grid(picks, hw, panel_size, titled=bool(title))
+    titled = _titled_rows([is_input for _, _, is_input in rows])
     for r, ((label, a, is_input), idx) in enumerate(zip(rows, picks, strict=True)):
         phys = _physical(a[idx], to_physical, label)
         times = lead_time_labels(a.shape[0], frame_minutes, inputs=is_input)
-        show_titles = is_input or not titled_output
-        titled_output = titled_output or not is_input
-        for c in range(ncols):
-            ax = grid[r, c]
-            if c >= len(idx):
-                fig.delaxes(ax)
-                continue
-            img = np.ma.masked_array(phys[c], mask=m) if m is not None else phys[c]
-            _show(ax, img, units)
-            if show_titles:
-                ax.set_title(times[idx[c]], fontsize="small")
-            if c == 0:
-                ax.set_ylabel(label)
+        titles = [times[i] for i in idx] if titled[r] else None
+        _draw_row(fig, grid[r], phys, label, titles, m, units)
     _colorbar(fig, cax, units)
     if title:
         fig.suptitle(title, y=1 - 0.08 / fig.get_figheight(), va="top")
     return fig
+
+
+def _strip_grid(
+    picks: Sequence[Sequence[int]],
+    hw: tuple[int, int],
+    panel_size: float,
+    titled: bool,
+) -> tuple[Figure, np.ndarray, Any]:
+    """The panel grid of a strip: one row per frame selection in ``picks``.
+
+    As many columns as the longest row; ``titled`` leaves room for a figure title.
+    """
+    ncols = max(len(p) for p in picks)
+    top = 0.3 + (0.3 if titled else 0.0)
+    return _image_grid(len(picks), ncols, hw, panel_size, top=top)
+
+
+def _titled_rows(is_input: Sequence[bool]) -> list[bool]:
+    """Rows of a strip that carry time titles: the inputs, and the first output row."""
+    titled, output_titled = [], False
+    for inp in is_input:
+        titled.append(inp or not output_titled)
+        output_titled = output_titled or not inp
+    return titled
+
+
+def _draw_row(
+    fig: Figure,
+    axes: Sequence[Axes],
+    frames: np.ndarray,
+    label: str,
+    titles: Sequence[str] | None,
+    hide: np.ndarray | None,
+    units: str,
+) -> None:
+    """Draw ``frames`` (n, H, W) into the first n ``axes`` and remove the rest.
+
+    The first panel is labelled ``label``; panel i is titled ``titles[i]`` when given;
+    pixels where ``hide`` (H, W) is True are masked (drawn grey).
+    """
+    for c, ax in enumerate(axes):
+        if c >= len(frames):
+            fig.delaxes(ax)
+            continue
+        img = frames[c] if hide is None else np.ma.masked_array(frames[c], mask=hide)
+        _show(ax, img, units)
+        if titles is not None:
+            ax.set_title(titles[c], fontsize="small")
+        if c == 0:
+            ax.set_ylabel(label)
 
 
 def _sequence_rows(
@@ -582,34 +617,18 @@ def animate(
         On an unknown ``fmt`` or ``units``, a GIF without ``path``, arrays of different
         shapes, or nothing to animate.
     """
-    if fmt not in _ANIMATION_FORMATS:
-        raise ValueError(f"unknown fmt {fmt!r}; available: {list(_ANIMATION_FORMATS)}")
-    if fmt == "gif" and path is None:
-        raise ValueError("fmt='gif' writes a file: pass path='forecast.gif'")
+    _check_animation_format(fmt, path)
     frame_minutes = _check_frame_minutes(frame_minutes)
     _scale(units)
     panels = _animation_panels(truth, forecasts)
     shape = panels[0][1].shape
     data = [_physical(a, to_physical, label) for label, a in panels]
-    hide = _mask(mask, shape[1:])
-    if hide is not None:
-        data = [
-            np.ma.masked_array(d, mask=np.broadcast_to(hide, d.shape)) for d in data
-        ]
+    data = _hidden(data, _mask(mask, shape[1:]))
     n_frames = shape[0]
     leads = lead_time_labels(n_frames, frame_minutes)
-
-    fig, grid, cax = _image_grid(
-        1, len(panels), shape[1:], panel_size, top=0.6, dpi=dpi
-    )
-    axes = grid[0]
-    images = []
-    for ax, (label, _), d in zip(axes, panels, data, strict=True):
-        images.append(_show(ax, d[0], units))
-        ax.set_title(label)
-    _colorbar(fig, cax, units)
-    suptitle = fig.suptitle(
-        f"lead {leads[0]}", y=1 - 0.06 / fig.get_figheight(), va="top"
+    labels = [label for label, _ in panels]
+    fig, images, suptitle = _animation_figure(
+        labels, data, leads[0], units, panel_size, dpi
     )
 
     def update(t: int) -> list[Any]:
@@ -620,6 +639,48 @@ def animate(
 
     anim = FuncAnimation(fig, update, frames=n_frames, interval=interval_ms, blit=False)
     return _write_animation(anim, fmt, path, interval_ms, dpi)
+
+
+def _check_animation_format(fmt: str, path: str | Path | None) -> None:
+    """Refuse an unknown animation ``fmt``, or a GIF without a ``path`` to write."""
+    if fmt not in _ANIMATION_FORMATS:
+        raise ValueError(f"unknown fmt {fmt!r}; available: {list(_ANIMATION_FORMATS)}")
+    if fmt == "gif" and path is None:
+        raise ValueError("fmt='gif' writes a file: pass path='forecast.gif'")
+
+
+def _hidden(data: list[np.ndarray], hide: np.ndarray | None) -> list[np.ndarray]:
+    """Each (T, H, W) array masked where ``hide`` (H, W) is True (as is without it)."""
+    if hide is None:
+        return data
+    return [np.ma.masked_array(d, mask=np.broadcast_to(hide, d.shape)) for d in data]
+
+
+def _animation_figure(
+    labels: Sequence[str],
+    data: Sequence[np.ndarray],
+    first_lead: str,
+    units: str,
+    panel_size: float,
+    dpi: int,
+) -> tuple[Figure, list[Any], Any]:
+    """The first frame of an animation: one titled panel per (T, H, W) array.
+
+    Returns the figure, the panels' images and the figure title (``"lead ..."``), the
+    artists :func:`animate` updates frame by frame.
+    """
+    fig, grid, cax = _image_grid(
+        1, len(labels), data[0].shape[1:], panel_size, top=0.6, dpi=dpi
+    )
+    images = []
+    for ax, label, d in zip(grid[0], labels, data, strict=True):
+        images.append(_show(ax, d[0], units))
+        ax.set_title(label)
+    _colorbar(fig, cax, units)
+    suptitle = fig.suptitle(
+        f"lead {first_lead}", y=1 - 0.06 / fig.get_figheight(), va="top"
+    )
+    return fig, images, suptitle
 
 
 def _animation_panels(

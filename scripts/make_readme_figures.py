@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from hydra.utils import instantiate
 
 from nowcast.data.dataset import rainiest_windows
@@ -31,11 +30,12 @@ from nowcast.evaluation.evaluate import lead_bands, scores_by_lead
 from nowcast.evaluation.run import (
     evaluation_settings,
     model_label,
+    plot_window_forecasts,
     score_dataset,
     tuned_baselines,
 )
 from nowcast.training.checkpoint import load_checkpoint, load_forecaster
-from nowcast.viz import plot_metrics_by_lead_time, plot_sequence
+from nowcast.viz import plot_metrics_by_lead_time
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints" / "lagrangian_convlstm_synthetic_long.pt"
@@ -112,22 +112,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
         raise ValueError("the test split is empty; nothing to draw")
     window = rainiest_windows(test, 1)[0] if args.window is None else args.window
     inputs, targets = test[window][:2]
-    with torch.no_grad():
-        strips = {
-            key: forecasters[key].predict(inputs[None], n_steps)[0, :, 0]
-            for key in (name, "ROVER1", "Persistence")
-        }
     analysis = np.datetime_as_string(
         test.window_times(window)[test.input_len - 1], unit="m"
     )
-    fig = plot_sequence(
-        inputs[:, 0],
-        targets[:n_steps, 0],
-        strips,
-        frame_minutes=frame_minutes,
-        units=scale.units,
-        to_physical=scale.to_source,
-        mask=~test.valid_mask,
+    fig = plot_window_forecasts(
+        {key: forecasters[key] for key in (name, "ROVER1", "Persistence")},
+        inputs,
+        targets[:n_steps],
+        scale,
+        frame_minutes,
+        hide=~test.valid_mask,
         max_frames=args.max_frames,
         panel_size=1.1,
         title=f"test window {window}, analysis time {analysis}",

@@ -54,8 +54,10 @@ def run(cfg: DictConfig) -> Path:
     return written
 
 
+# the hydra entry point every script has (run(cfg) stays callable from tests)
 @hydra.main(version_base=None, config_path="../configs", config_name="preprocess")
 def main(cfg: DictConfig) -> None:
+    """Hydra entry point: ``python scripts/preprocess.py key=value ...``."""
     run(cfg)
 
 

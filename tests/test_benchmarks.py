@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -17,10 +17,16 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 def _load(name: str):
     """Import benchmarks/<name>.py as a module (benchmarks/ is not a package)."""
     sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH / f"{name}.py", f"bench_{name}")
+
+
+def _main(module, argv: list[str]):
+    """Run a benchmark's ``main(argv)``, restoring torch's thread count after it."""
+    threads = torch.get_num_threads()
+    try:
+        return module.main(argv)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _read(path: Path) -> dict:
@@ -33,11 +39,7 @@ def _read(path: Path) -> dict:
 @pytest.mark.slow
 def test_train_step_tiny(tmp_path):
     ts = _load("train_step")
-    threads = torch.get_num_threads()
-    try:
-        rows = ts.main(["--tiny", "--out", str(tmp_path)])
-    finally:
-        torch.set_num_threads(threads)
+    rows = _main(ts, ["--tiny", "--out", str(tmp_path)])
     data = _read(tmp_path / "train_step_cpu.json")
     assert data["results"] == json.loads(json.dumps(rows))
     variants = {
@@ -82,11 +84,7 @@ def test_naive_reference_is_the_same_model():
 @pytest.mark.slow
 def test_baselines_tiny(tmp_path):
     bl = _load("baselines")
-    threads = torch.get_num_threads()
-    try:
-        rows = bl.main(["--tiny", "--out", str(tmp_path)])
-    finally:
-        torch.set_num_threads(threads)
+    rows = _main(bl, ["--tiny", "--out", str(tmp_path)])
     _read(tmp_path / "baselines_cpu.json")
     from nowcast.baselines import available_methods
 
@@ -172,11 +170,7 @@ def test_winograd_matches_direct_convolution():
 
 def test_conv_efficiency_tiny(tmp_path):
     ce = _load("conv_efficiency")
-    threads = torch.get_num_threads()
-    try:
-        rows = ce.main(["--tiny", "--out", str(tmp_path)])
-    finally:
-        torch.set_num_threads(threads)
+    rows = _main(ce, ["--tiny", "--out", str(tmp_path)])
     _read(tmp_path / "conv_efficiency_cpu.json")
     what = {r["what"]: r for r in rows}
     assert what["sgemm (torch.mm)"]["gflops"] > 0

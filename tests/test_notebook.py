@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import xarray as xr
 from hydra import compose, initialize_config_dir
+from support import load_script, processed_dataset, tiny_run_overrides
 
-from nowcast.data.radar import make_radar_dataset, write_radar
+from nowcast.data.radar import write_radar
 from nowcast.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,20 +47,13 @@ def _fake_processed(path: Path, n_frames: int = 240) -> Path:
         cy = (y0 + V * t) % SIZE
         frames += amp * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 3.0**2))
     frames = np.clip(frames, 0.0, 1.0)
-    times = np.datetime64("2015-06-01T00:00") + np.arange(n_frames) * np.timedelta64(
-        6, "m"
-    )
-    ds = make_radar_dataset(frames, times, units="1")
-    noise = np.zeros((SIZE, SIZE), dtype=np.uint8)
-    noise[:, 0] = 1
-    ds["noise_mask"] = xr.DataArray(noise, dims=("y", "x"))
+    ds = processed_dataset(frames, noise_first_column=True)
     for name, value in (("motion_u", U), ("motion_v", V)):
         ds[name] = xr.DataArray(
             np.full(frames.shape, value, dtype=np.float32),
             dims=("time", "y", "x"),
             attrs={"units": "processed pixels per step"},
         )
-    ds.attrs.update(zmin=-10.0, zmax=60.0, source_units="dBZ")
     return write_radar(ds, path)
 
 
@@ -69,16 +63,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("notebook")
     radar = _fake_processed(root / "processed.nc")
     overrides = [
-        "data=hko",
-        f"data.root={radar}",
-        f"data.input_len={INPUT_LEN}",
-        f"data.output_len={OUTPUT_LEN}",
-        "data.stride=3",
-        "data.batch_size=4",
-        "data.num_workers=0",
-        "model=convlstm_small",
-        "model.hidden_channels=[4]",
-        "trainer=debug",
+        *tiny_run_overrides(radar, INPUT_LEN, OUTPUT_LEN),
         "trainer.max_steps=3",
         "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=1",
@@ -195,15 +180,10 @@ def test_committed_notebook_has_no_outputs() -> None:
 
 @pytest.mark.slow
 def test_readme_figures_script(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    import importlib.util
 
     from PIL import Image
 
-    spec = importlib.util.spec_from_file_location(
-        "make_readme_figures", REPO / "scripts" / "make_readme_figures.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/make_readme_figures.py", "make_readme_figures")
     paths = script.main(
         [
             "--ckpt",

@@ -34,6 +34,8 @@ import cv2
 import numpy as np
 import torch
 
+from nowcast.registry import Registry
+
 __all__ = [
     "estimate_flow",
     "get_method",
@@ -50,7 +52,7 @@ TEMPORAL_MODES = ("last", "chain", "mean")
 # A flow method maps (prev uint8 (H, W), next uint8 (H, W), **params) -> flow (H, W, 2)
 # float32 in pixels per step. Initial flows are handled by estimate_flow (pre-warping).
 FlowMethod = Callable[..., np.ndarray]
-_METHODS: dict[str, FlowMethod] = {}
+_METHODS: Registry[FlowMethod] = Registry("optical-flow method")
 
 _DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -59,19 +61,15 @@ _DIS_PRESETS = {
 }
 
 
+# The public face of the registry, like the importers' register_preset / get_preset.
 def register_method(name: str) -> Callable[[FlowMethod], FlowMethod]:
     """Decorator adding a flow method to the registry under ``name``."""
-
-    def deco(fn: FlowMethod) -> FlowMethod:
-        _METHODS[name] = fn
-        return fn
-
-    return deco
+    return _METHODS.register(name)
 
 
 def available_methods() -> list[str]:
     """Names accepted by :func:`get_method` and :func:`estimate_flow`."""
-    return sorted(_METHODS)
+    return _METHODS.names()
 
 
 def get_method(name: str) -> FlowMethod:
@@ -82,12 +80,7 @@ def get_method(name: str) -> FlowMethod:
     ValueError
         If ``name`` is unknown; the message lists the available names.
     """
-    try:
-        return _METHODS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown optical-flow method {name!r}; available: {available_methods()}"
-        ) from None
+    return _METHODS.lookup(name)
 
 
 _LOCAL = threading.local()
@@ -255,18 +248,11 @@ def dis_variational(
     and patch size (:func:`_coarsest_scale`): beyond it OpenCV would silently reset
     the cached DIS object's patch size and finest scale for all later calls.
     """
-    coarser = int(coarser)
-    if coarser < 0:
-        raise ValueError(f"coarser must be >= 0, got {coarser}")
-    if finest_scale == "auto":
-        finest_scale = _auto_finest_scale(prev.shape)
     shape = prev.shape
-    if coarser:
-        prev, nxt = _downsample(prev, 2**coarser), _downsample(nxt, 2**coarser)
-    if patch_size is not None and patch_size > min(prev.shape) // 2:
-        # DIS cannot match patches larger than half the (small) frame: shrink them
-        patch_size = max(4, min(prev.shape) // 2)
-        patch_stride = None if patch_stride is None else min(patch_stride, patch_size)
+    if finest_scale == "auto":
+        finest_scale = _auto_finest_scale(shape)
+    prev, nxt, factor = _coarser_frames(prev, nxt, coarser)
+    patch_size, patch_stride = _fit_patch(prev.shape, patch_size, patch_stride)
     finest_scale = _clamped_finest_scale(prev.shape, preset, finest_scale, patch_size)
     dis = _dis(
         preset,
@@ -280,7 +266,33 @@ def dis_variational(
         gamma,
     )
     flow = dis.calc(prev, nxt, None)
-    return _upsample_flow(flow, shape, 2**coarser) if coarser else flow
+    return _upsample_flow(flow, shape, factor) if factor > 1 else flow
+
+
+def _coarser_frames(
+    prev: np.ndarray, nxt: np.ndarray, coarser: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Both frames downsampled ``2**coarser`` times (area averaging), and that factor."""
+    coarser = int(coarser)
+    if coarser < 0:
+        raise ValueError(f"coarser must be >= 0, got {coarser}")
+    if not coarser:
+        return prev, nxt, 1
+    factor = 2**coarser
+    return _downsample(prev, factor), _downsample(nxt, factor), factor
+
+
+def _fit_patch(
+    shape: tuple[int, int], patch_size: int | None, patch_stride: int | None
+) -> tuple[int | None, int | None]:
+    """DIS patch size and stride, shrunk to half the frame on small frames.
+
+    DIS cannot match patches larger than half the frame (``shape`` = (h, w), pixels).
+    """
+    if patch_size is not None and patch_size > min(shape) // 2:
+        patch_size = max(4, min(shape) // 2)
+        patch_stride = None if patch_stride is None else min(patch_stride, patch_size)
+    return patch_size, patch_stride
 
 
 @register_method("dis_fast")

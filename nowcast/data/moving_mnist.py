@@ -773,12 +773,8 @@ def prepare_moving_mnist(
         ``"train"``, ``"val"``, ``"test"`` (and ``"test_ood"``) -> ``.npy`` paths; a
         split asked with 0 sequences is left out.
     """
-    for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-        _check_int(name, value, 0)
-    _check_int("n_test_ood", n_test_ood, 0)
-    _check_int("n_digits", n_digits, 1)
-    _check_int("ood_digits", ood_digits, 1)
-    _check_int("n_frames", n_frames, 1)
+    _check_counts(n_train=n_train, n_val=n_val, n_test=n_test, n_test_ood=n_test_ood)
+    _check_counts(1, n_digits=n_digits, ood_digits=ood_digits, n_frames=n_frames)
     subset = load_digit_subset(mnist_path)
     digits_hash = hashlib.sha256(subset.images.tobytes()).hexdigest()[:16]
     root = Path(root).expanduser()
@@ -792,17 +788,7 @@ def prepare_moving_mnist(
     for split, (n, d) in splits.items():
         if n == 0:
             continue
-        meta = {
-            "split": split,
-            "n_sequences": n,
-            "n_frames": n_frames,
-            "size": size,
-            "n_digits": d,
-            "seed": int(seed),
-            "speed_range": [float(v) for v in speed_range],
-            "digits_sha256_16": digits_hash,
-            "generator_version": GENERATOR_VERSION,
-        }
+        meta = _split_meta(split, n, d, n_frames, size, seed, speed_range, digits_hash)
         path = _split_path(root, meta)
         if not path.is_file():
             meta |= {"digit_source": subset.source, "layout": "(N, T, H, W) uint8"}
@@ -812,6 +798,36 @@ def prepare_moving_mnist(
             )  # fmt: skip
         paths[split] = path
     return paths
+
+
+def _check_counts(minimum: int = 0, **counts: int) -> None:
+    """Refuse any of ``counts`` (name -> value) that is not an int >= ``minimum``."""
+    for name, value in counts.items():
+        _check_int(name, value, minimum)
+
+
+def _split_meta(
+    split: str,
+    n: int,
+    n_digits: int,
+    n_frames: int,
+    size: int,
+    seed: int,
+    speed_range: tuple[float, float],
+    digits_hash: str,
+) -> dict[str, Any]:
+    """Everything that determines a split's content (hashed into its file name)."""
+    return {
+        "split": split,
+        "n_sequences": n,
+        "n_frames": n_frames,
+        "size": size,
+        "n_digits": n_digits,
+        "seed": int(seed),
+        "speed_range": [float(v) for v in speed_range],
+        "digits_sha256_16": digits_hash,
+        "generator_version": GENERATOR_VERSION,
+    }
 
 
 def _split_path(root: Path, meta: Mapping[str, Any]) -> Path:
@@ -967,6 +983,7 @@ class MovingMNISTDataset(Dataset):
         return frames[: self.input_len], frames[self.input_len :]
 
 
+# Repeats prepare_moving_mnist's parameters on purpose: a hydra _target_ forwarding them.
 def moving_mnist_datasets(
     root: PathLike,
     input_len: int = 10,

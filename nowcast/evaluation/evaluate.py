@@ -14,7 +14,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,24 +74,17 @@ PAPER_TABLE: dict[str, dict[str, float]] = {
 
 #: Shi et al. (2017), HKO-7 offline test (5 in, 20 out): CSI averaged over leads per
 #: threshold (mm/h), from a public reproduction's result files.
+_HKO7_CSI_THRESHOLDS = (0.5, 2, 5, 10, 30)  # mm/h
 HKO7_CSI_TABLE: dict[str, dict[str, float]] = {
-    "last frame (persistence)": {
-        "csi@0.5": 0.4022, "csi@2": 0.3266, "csi@5": 0.2401, "csi@10": 0.1574,
-        "csi@30": 0.0692,
-    },
-    "ROVER (non-linear)": {
-        "csi@0.5": 0.4655, "csi@2": 0.4074, "csi@5": 0.3226, "csi@10": 0.2164,
-        "csi@30": 0.0951,
-    },
-    "ConvLSTM (balanced loss)": {
-        "csi@0.5": 0.5543, "csi@2": 0.4790, "csi@5": 0.3784, "csi@10": 0.2866,
-        "csi@30": 0.1815,
-    },
-    "TrajGRU": {
-        "csi@0.5": 0.5430, "csi@2": 0.4678, "csi@5": 0.3667, "csi@10": 0.2774,
-        "csi@30": 0.1730,
-    },
-}  # fmt: skip
+    name: {f"csi@{t:g}": v for t, v in zip(_HKO7_CSI_THRESHOLDS, row, strict=True)}
+    for name, row in {
+        # CSI at 0.5, 2, 5, 10 and 30 mm/h
+        "last frame (persistence)": (0.4022, 0.3266, 0.2401, 0.1574, 0.0692),
+        "ROVER (non-linear)": (0.4655, 0.4074, 0.3226, 0.2164, 0.0951),
+        "ConvLSTM (balanced loss)": (0.5543, 0.4790, 0.3784, 0.2866, 0.1815),
+        "TrajGRU": (0.5430, 0.4678, 0.3667, 0.2774, 0.1730),
+    }.items()
+}
 
 
 def _is_persistence(name: str, forecaster: object) -> bool:
@@ -248,16 +241,43 @@ def accumulate_forecasts(
     indices = _shard_indices(len(dataset), batch_size, max_batches)  # type: ignore[arg-type]
     if groups is not None:
         groups = groups[indices]
-    counts = dict.fromkeys(
-        ("pixel_frames", "clutter", "no_coverage", "no_coverage_only", "with_coverage"),
-        0,
-    )
-    seconds = dict.fromkeys(forecasters, 0.0)
     batches = _shard_batches(dataset, indices, batch_size, num_workers, device)
     if progress and is_main_process():
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc="evaluate", unit="batch")
+    n_seq, seconds, counts = _feed_accumulators(
+        batches, forecasters, accumulators, n_steps, device, static, groups
+    )
+    if hasattr(batches, "close"):
+        batches.close()
+    return {
+        "predict_seconds": _sum_over_processes(seconds),
+        "n_sequences": int(_sum_over_processes({"n": n_seq})["n"]),
+        "mask_counts": _sum_over_processes(counts),
+    }
+
+
+def _feed_accumulators(
+    batches: Iterable[object],
+    forecasters: Mapping[str, Forecaster],
+    accumulators: Mapping[str, Any],
+    n_steps: int,
+    device: torch.device,
+    static: torch.Tensor | None,
+    groups: np.ndarray | None,
+) -> tuple[int, dict[str, float], dict[str, int]]:
+    """Forecast every batch with every forecaster and update its accumulator.
+
+    ``groups`` holds one unit id per window of ``batches``, in order. Returns this
+    rank's window count, the seconds each forecaster spent in ``predict`` and the
+    pixel-frame ``mask_counts`` (see :func:`accumulate_forecasts`).
+    """
+    counts = dict.fromkeys(
+        ("pixel_frames", "clutter", "no_coverage", "no_coverage_only", "with_coverage"),
+        0,
+    )
+    seconds = dict.fromkeys(forecasters, 0.0)
     n_seq = 0
     for batch in batches:
         inputs, targets, batch_mask = _batch_on_device(
@@ -272,13 +292,7 @@ def accumulate_forecasts(
             pred, dt = _timed_predict(name, fc, inputs, n_steps, targets.shape)
             seconds[name] += dt
             accumulators[name].update(pred.to(device), targets, *extra, **kw)
-    if hasattr(batches, "close"):
-        batches.close()
-    return {
-        "predict_seconds": _sum_over_processes(seconds),
-        "n_sequences": int(_sum_over_processes({"n": n_seq})["n"]),
-        "mask_counts": _sum_over_processes(counts),
-    }
+    return n_seq, seconds, counts
 
 
 def _shard_batches(
@@ -441,35 +455,42 @@ def evaluate_forecasters(
         persistence forecaster is among them, ``rainfall_mse_skill`` (lead mean) and
         ``rainfall_mse_skill_by_lead`` = 1 - MSE / MSE(persistence).
     """
-    accs = {
-        name: MetricAccumulator(**(accumulator_kwargs or {})) for name in forecasters
-    }
-    group_note = None
-    if groups is None:
-        groups = np.arange(len(dataset))  # type: ignore[arg-type]
-        group_note = (
-            "no block ids: every window is its own bootstrap unit (overlapping "
-            "windows are not independent, so the intervals are too narrow)"
-        )
+    accs = {n: MetricAccumulator(**(accumulator_kwargs or {})) for n in forecasters}
+    groups, group_note = _bootstrap_units(groups, len(dataset))  # type: ignore[arg-type]
+    loop = dict(mask=mask, progress=progress, max_batches=max_batches)
     run = accumulate_forecasts(
-        forecasters,
-        dataset,
-        accs,
-        n_steps,
-        batch_size,
-        device,
-        mask=mask,
-        progress=progress,
-        max_batches=max_batches,
-        num_workers=num_workers,
-        groups=groups,
-    )
+        forecasters, dataset, accs, n_steps, batch_size, device,
+        num_workers=num_workers, groups=groups, **loop,
+    )  # fmt: skip
     results = {name: _scores(acc, run, name, group_note) for name, acc in accs.items()}
     _add_intervals(results, accs, bootstrap, reference)
+    _add_persistence_skill(results, forecasters)
+    return results
+
+
+def _bootstrap_units(
+    groups: Sequence[int] | np.ndarray | None, n_windows: int
+) -> tuple[Sequence[int] | np.ndarray, str | None]:
+    """The bootstrap unit of each window, and a note when none were given.
+
+    Without block ids every window is its own unit, which makes the intervals too
+    narrow: the note says so in the report.
+    """
+    if groups is not None:
+        return groups, None
+    return np.arange(n_windows), (
+        "no block ids: every window is its own bootstrap unit (overlapping "
+        "windows are not independent, so the intervals are too narrow)"
+    )
+
+
+def _add_persistence_skill(
+    results: dict[str, dict], forecasters: Mapping[str, Forecaster]
+) -> None:
+    """Add ``rainfall_mse_skill`` against the first persistence forecaster, if any."""
     ref = [n for n, fc in forecasters.items() if _is_persistence(n, fc)]
     if ref:
         _add_skill(results, results[ref[0]]["rainfall_mse_by_lead"])
-    return results
 
 
 def _scores(

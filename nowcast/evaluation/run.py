@@ -280,6 +280,62 @@ def _example_indices(n_windows: int, n_examples: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, n_windows - 1, n_examples)})
 
 
+def plot_window_forecasts(
+    forecasters: Mapping[str, Forecaster],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    scale: Any,
+    frame_minutes: float = 6.0,
+    hide: torch.Tensor | None = None,
+    device: str | torch.device = "cpu",
+    **plot_options: Any,
+) -> Any:
+    """Forecast one window with each forecaster and draw inputs | truth | forecasts.
+
+    Parameters
+    ----------
+    forecasters : dict of str to Forecaster
+        One strip row each, in the dict's order.
+    inputs, targets : torch.Tensor
+        The window's grey-level frames, ``(T_in, 1, H, W)`` and ``(T_out, 1, H, W)``;
+        each forecaster predicts ``T_out`` steps.
+    scale : nowcast.data.physical.GreyScale
+        The data's grey-level scale: frames are drawn in ``scale.units`` through
+        ``scale.to_source``.
+    frame_minutes : float
+        Minutes between frames.
+    hide : torch.Tensor of bool, (H, W), optional
+        Pixels drawn grey (True = hidden: clutter, no coverage).
+    device : str or torch.device
+        Where the forecasts are made.
+    **plot_options
+        Passed to :func:`nowcast.viz.plot_sequence` (``max_frames``, ``title``, ...).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from nowcast.viz import plot_sequence
+
+    x = inputs[None].to(device)
+    n_steps = targets.shape[0]
+    with torch.no_grad():
+        forecasts = {
+            name: f.predict(x, n_steps)[0, :, 0].float().cpu()
+            for name, f in forecasters.items()
+        }
+    return plot_sequence(
+        inputs[:, 0],
+        targets[:, 0],
+        forecasts,
+        frame_minutes=frame_minutes,
+        units=scale.units,
+        to_physical=scale.to_source,
+        mask=hide,
+        **plot_options,
+    )
+
+
 def write_examples(
     forecasters: Mapping[str, Forecaster],
     dataset: Any,
@@ -296,26 +352,19 @@ def write_examples(
     """
     import matplotlib.pyplot as plt
 
-    from nowcast.viz import plot_sequence
-
     out_dir.mkdir(parents=True, exist_ok=True)
     mask = getattr(dataset, "valid_mask", None)
     paths = []
     for i in _example_indices(len(dataset), n_examples):
         inputs, targets = dataset[i][:2]
-        x = inputs[None].to(device)
-        forecasts = {
-            name: f.predict(x, n_steps)[0, :, 0].float().cpu()
-            for name, f in forecasters.items()
-        }
-        fig = plot_sequence(
-            inputs[:, 0],
-            targets[:n_steps, 0],
-            forecasts,
-            frame_minutes=frame_minutes,
-            units=scale.units,
-            to_physical=scale.to_source,
-            mask=None if mask is None else ~mask,
+        fig = plot_window_forecasts(
+            forecasters,
+            inputs,
+            targets[:n_steps],
+            scale,
+            frame_minutes,
+            hide=None if mask is None else ~mask,
+            device=device,
         )
         path = out_dir / f"example_{i:05d}.png"
         fig.savefig(path, dpi=80, bbox_inches="tight")

@@ -613,25 +613,16 @@ def evaluate_sequences(
         "out_dir": Path}``; ``scores`` is :meth:`SequenceMetricAccumulator.compute`
         plus ``parameters`` (None for non-modules) and ``predict_seconds``.
     """
-    unknown = {r for r in (model_rows or {}).values() if r not in PAPER_TABLE1}
-    if unknown:
-        raise ValueError(
-            f"model_rows names unknown Table 1 rows {sorted(unknown)}; available: "
-            f"{list(PAPER_TABLE1)}"
-        )
+    _check_model_rows(model_rows)
     accs = {name: SequenceMetricAccumulator() for name in forecasters}
     loop = dict(progress=progress, max_batches=max_batches, num_workers=num_workers)
     run = accumulate_forecasts(
         forecasters, dataset, accs, n_steps, batch_size, device, **loop
     )
-    seconds = run["predict_seconds"]
-
-    results: dict[str, dict[str, Any]] = {}
-    for name, acc in accs.items():
-        res = acc.all_reduce().compute()
-        res["parameters"] = _n_parameters(forecasters[name])
-        res["predict_seconds"] = seconds[name]
-        results[name] = res
+    results = {
+        name: _sequence_scores(acc, forecasters[name], run["predict_seconds"][name])
+        for name, acc in accs.items()
+    }
     out = Path(out_dir)
     if not is_main_process():  # under torchrun rank 0 alone writes the report
         return {"results": results, "files": {}, "out_dir": out}
@@ -639,6 +630,26 @@ def evaluate_sequences(
         results, out, model_rows, [*notes, *_dataset_notes(dataset)]
     )
     return {"results": results, "files": files, "out_dir": out}
+
+
+def _check_model_rows(model_rows: Mapping[str, str] | None) -> None:
+    """Refuse ``model_rows`` values that are not :data:`PAPER_TABLE1` row names."""
+    unknown = {r for r in (model_rows or {}).values() if r not in PAPER_TABLE1}
+    if unknown:
+        raise ValueError(
+            f"model_rows names unknown Table 1 rows {sorted(unknown)}; available: "
+            f"{list(PAPER_TABLE1)}"
+        )
+
+
+def _sequence_scores(
+    acc: SequenceMetricAccumulator, forecaster: Forecaster, seconds: float
+) -> dict[str, Any]:
+    """One forecaster's scores (summed over ranks), ``parameters``, ``predict_seconds``."""
+    res = acc.all_reduce().compute()
+    res["parameters"] = _n_parameters(forecaster)
+    res["predict_seconds"] = seconds
+    return res
 
 
 def write_sequence_report(

@@ -265,7 +265,7 @@ class BalancedLoss(_MaskedPixelLoss):
         return f"p={self.p}, scale={self.scale.describe()!r}"
 
 
-class RainMSELoss(nn.Module):
+class RainMSELoss(_MaskedPixelLoss):
     """Grey-level MSE plus the MSE of the rain rate itself (the Rainfall-MSE score).
 
     ``loss = mean((P - P_obs)^2) + rain_weight * mean((R(P) - R(P_obs))^2)`` with
@@ -303,17 +303,11 @@ class RainMSELoss(nn.Module):
             raise ValueError(f"rain_weight must be > 0 (mm/h)^-2, got {rain_weight!r}")
         self.rain_weight = float(rain_weight)
 
-    def forward(
-        self,
-        logits: torch.Tensor,
-        targets: torch.Tensor,
-        mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        _check_pair(logits, targets)
-        pred, targets = torch.sigmoid(logits.float()), targets.float()
+    def terms(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-pixel grey-level plus weighted rain-rate squared errors."""
+        pred = torch.sigmoid(logits)
         rain_err = self.scale.to_score(pred) - self.scale.to_score(targets)
-        terms = (pred - targets) ** 2 + self.rain_weight * rain_err**2
-        return masked_mean(terms, mask)
+        return (pred - targets) ** 2 + self.rain_weight * rain_err**2
 
     def extra_repr(self) -> str:
         return f"rain_weight={self.rain_weight}, scale={self.scale.describe()!r}"

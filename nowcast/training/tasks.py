@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from nowcast.registry import Registry
 from nowcast.training.distributed import all_reduce_sum
 from nowcast.training.losses import combine_masks, get_loss, masked_mean
 
@@ -82,7 +83,7 @@ TaskBuilder = Callable[
     [Mapping[str, Any], Mapping[str, Dataset], torch.device, "torch.dtype | None"],
     TrainingTask,
 ]
-_TASKS: dict[str, TaskBuilder] = {}
+_TASKS: Registry[TaskBuilder] = Registry("training task")
 
 
 def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
@@ -92,16 +93,12 @@ def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
     ``datasets`` the built ``{"train", "val", "test"}`` splits.
     """
 
-    def add(builder: TaskBuilder) -> TaskBuilder:
-        _TASKS[name] = builder
-        return builder
-
-    return add
+    return _TASKS.register(name)
 
 
 def available_tasks() -> list[str]:
     """Names accepted by the ``task`` config key."""
-    return sorted(_TASKS)
+    return _TASKS.names()
 
 
 def build_task(
@@ -289,6 +286,7 @@ class ForecastTask:
             use_coverage=self.use_coverage,
         )
 
+    # the signatures repeat the TrainingTask protocol's on purpose
     def test_evaluation(
         self,
         model: nn.Module,

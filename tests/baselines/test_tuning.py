@@ -1,13 +1,11 @@
 """Tuned ROVER parameters next to the data (nowcast/baselines/tuning.py, tune_rover)."""
 
-import importlib.util
 from pathlib import Path
 
-import numpy as np
 import pytest
-import xarray as xr
 import yaml
 from omegaconf import OmegaConf
+from support import load_script, write_moving_blob
 
 from nowcast.baselines.tuning import (
     apply_tuned_params,
@@ -15,7 +13,6 @@ from nowcast.baselines.tuning import (
     save_tuned_params,
     tuned_params_path,
 )
-from nowcast.data.radar import make_radar_dataset, write_radar
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = {
@@ -85,28 +82,11 @@ def test_a_broken_file_is_explained(tmp_path):
 
 
 def _tune_script():
-    spec = importlib.util.spec_from_file_location(
-        "tune_rover", ROOT / "scripts" / "tune_rover.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _processed(path: Path, size: int = 16) -> Path:
-    """One day of a blob moving one pixel per frame to the right (grey levels)."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    t = np.arange(240, dtype=np.float32)[:, None, None]
-    frames = np.exp(-((yy - size / 2) ** 2 + (xx - (t % size)) ** 2) / (2 * 3.0**2))
-    times = np.datetime64("2015-06-01T00:00") + np.arange(240) * np.timedelta64(6, "m")
-    ds = make_radar_dataset(frames.astype(np.float32), times, units="1")
-    ds["noise_mask"] = xr.DataArray(np.zeros((size, size), np.uint8), dims=("y", "x"))
-    ds.attrs.update(zmin=-10.0, zmax=60.0, source_units="dBZ")
-    return write_radar(ds, path)
+    return load_script("scripts/tune_rover.py", "tune_rover")
 
 
 def test_tune_rover_writes_next_to_the_data_and_into_its_run(tmp_path):
-    data = _processed(tmp_path / "data" / "processed.nc")
+    data = write_moving_blob(tmp_path / "data" / "processed.nc")
     tracked = sorted((ROOT / "configs" / "baseline").glob("*.yaml"))
     before = {p: p.stat().st_mtime_ns for p in tracked}
     out = _tune_script().main(

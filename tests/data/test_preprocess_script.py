@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 from hydra import compose, initialize_config_dir
+from support import load_script
 
 from nowcast.data.radar import write_radar
 from nowcast.data.synthetic import make_synthetic_radar
@@ -16,12 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "preprocess_script", REPO / "scripts" / "preprocess.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/preprocess.py")
 
 
 def test_script_runs_the_config_on_threads(tmp_path):

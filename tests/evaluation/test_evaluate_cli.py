@@ -2,50 +2,27 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import xarray as xr
 from hydra import compose, initialize_config_dir
+from support import load_script, write_moving_blob
 
-from nowcast.data.radar import make_radar_dataset, write_radar
 from nowcast.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = str(ROOT / "configs")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "evaluate_script", ROOT / "scripts" / "evaluate.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate_script = _load_script()
-
-
-def _fake_processed(path: Path, size: int) -> Path:
-    """One day of a blob moving one pixel per frame to the right (grey levels)."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    t = np.arange(240, dtype=np.float32)[:, None, None]
-    frames = np.exp(-((yy - size / 2) ** 2 + (xx - (t % size)) ** 2) / (2 * 3.0**2))
-    times = np.datetime64("2015-06-01T00:00") + np.arange(240) * np.timedelta64(6, "m")
-    ds = make_radar_dataset(frames.astype(np.float32), times, units="1")
-    ds["noise_mask"] = xr.DataArray(np.zeros((size, size), np.uint8), dims=("y", "x"))
-    ds.attrs.update(zmin=-10.0, zmax=60.0, source_units="dBZ")
-    return write_radar(ds, path)
+evaluate_script = load_script("scripts/evaluate.py")
 
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    return _fake_processed(tmp_path_factory.mktemp("eval") / "processed.nc", 16)
+    return write_moving_blob(tmp_path_factory.mktemp("eval") / "processed.nc", 16)
 
 
 def _eval_cfg(*overrides: str):
@@ -135,7 +112,7 @@ def test_missing_and_corrupt_checkpoints_are_explained(archive, tmp_path):
 
 
 def test_data_that_does_not_fit_the_checkpoint_is_rejected(checkpoint, tmp_path):
-    odd = _fake_processed(
+    odd = write_moving_blob(
         tmp_path / "odd.nc", 15
     )  # 15 is not divisible by the patch size
     cfg = _eval_cfg(f"ckpt_path={checkpoint}", *_data_overrides(odd))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 import xarray as xr
 from forecast_helpers import REAL, moving_blob
 from hydra import compose, initialize_config_dir
+from support import load_script
 
 from nowcast.data.georef import set_grid
 from nowcast.data.importers import read_image_frames
@@ -25,16 +25,7 @@ SHIPPED = ROOT / "checkpoints" / "lagrangian_convlstm_synthetic_long.pt"
 FMI_TIMES = np.datetime64("2016-09-28T14:45") + np.arange(3) * np.timedelta64(5, "m")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "forecast_script", ROOT / "scripts" / "forecast.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-forecast_script = _load_script()
+forecast_script = load_script("scripts/forecast.py")
 
 
 def _forecast(*overrides: str):

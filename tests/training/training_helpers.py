@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 from hydra import compose, initialize_config_dir
+from support import processed_dataset, tiny_run_overrides
 
-from nowcast.data.radar import make_radar_dataset, write_radar
+from nowcast.data.radar import write_radar
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
@@ -29,15 +29,7 @@ def write_fake_processed(
     cx = (t * 0.8) % size
     frames = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size / 6) ** 2))
     frames = np.clip(frames + 0.02 * rng.random(frames.shape), 0, 1).astype(np.float32)
-    times = np.datetime64("2015-06-01T00:00") + np.arange(n_frames) * np.timedelta64(
-        6, "m"
-    )
-    ds = make_radar_dataset(frames, times, units="1")
-    noise = np.zeros((size, size), dtype=np.uint8)
-    noise[:, 0] = 1
-    ds["noise_mask"] = xr.DataArray(noise, dims=("y", "x"))
-    ds.attrs.update(zmin=-10.0, zmax=60.0, source_units="dBZ")
-    return write_radar(ds, path)
+    return write_radar(processed_dataset(frames, noise_first_column=True), path)
 
 
 def compose_config(overrides: list[str], config_name: str = "train"):
@@ -49,16 +41,7 @@ def compose_config(overrides: list[str], config_name: str = "train"):
 def tiny_overrides(radar_file: Path, *extra: str) -> list[str]:
     """A seconds-long CPU training on the tiny archive (real data and model code)."""
     return [
-        "data=hko",
-        f"data.root={radar_file}",
-        "data.input_len=2",
-        "data.output_len=3",
-        "data.stride=3",
-        "data.batch_size=4",
-        "data.num_workers=0",
-        "model=convlstm_small",
-        "model.hidden_channels=[4]",
-        "trainer=debug",
+        *tiny_run_overrides(radar_file),
         "trainer.max_steps=6",
         "trainer.limit_train_batches=4",
         "trainer.limit_val_batches=1",

@@ -20,6 +20,7 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import netCDF4
@@ -179,21 +180,26 @@ def _groups(frames: Iterator[Frames], n_frames: int) -> Iterator[list[Frames]]:
         yield group
 
 
-def _write_part(
-    frames: Iterator[Frames],
-    target: Path,
-    preset: Preset,
-    files: Sequence[Path],
-    first: list[Frames],
-    name: str,
-    chunk_time: int,
-    complevel: int,
-) -> Path:
-    """Append the frames of ``files`` to ``target``, group by group, in time order."""
-    writer = AppendingWriter(target, chunk_time, complevel)  # float32 values
+@dataclass(frozen=True)
+class _Part:
+    """One output file of an import: where it goes and how its frames are written."""
+
+    path: Path
+    preset: Preset
+    files: Sequence[Path]  # the archive files whose frames it holds, in time order
+    first: list[Frames]  # the archive's first frames (the grid); shared by all parts
+    name: str  # intensity variable
+    chunk_time: int  # frames per netCDF chunk
+    complevel: int  # zlib level
+
+
+def _write_part(frames: Iterator[Frames], part: _Part) -> Path:
+    """Append the frames of ``part.files`` to ``part.path``, group by group, in order."""
+    first = part.first
+    writer = AppendingWriter(part.path, part.chunk_time, part.complevel)  # float32
     last: tuple[np.datetime64, Path] | None = None
     try:
-        for group in _groups(frames, chunk_time):
+        for group in _groups(frames, part.chunk_time):
             if not first:
                 first.append(group[0])
             for f in group:
@@ -206,7 +212,9 @@ def _write_part(
             last = _check_after(last, times, owners)
             extra = {k: v[order] for k, v in extra.items()}
             writer.append(
-                build_dataset(values, times, first[0], preset, files, name, extra)
+                build_dataset(
+                    values, times, first[0], part.preset, part.files, part.name, extra
+                )
             )
     except BaseException:
         writer.close(ok=False)
@@ -228,18 +236,11 @@ def _check_after(
     return times[-1], owners[-1]
 
 
-def _write_packed_part(
-    chunks: Iterator[Chunk],
-    target: Path,
-    preset: Preset,
-    files: Sequence[Path],
-    first: list[Frames],
-    name: str,
-    chunk_time: int,
-    complevel: int,
-) -> Path:
-    """Write chunks compressed by the workers to ``target`` (see :func:`iter_chunks`)."""
-    writer = AppendingWriter(target, chunk_time, complevel, preset.packing())
+def _write_packed_part(chunks: Iterator[Chunk], part: _Part) -> Path:
+    """Write chunks compressed by the workers to ``part.path`` (:func:`iter_chunks`)."""
+    first = part.first
+    packing = part.preset.packing()
+    writer = AppendingWriter(part.path, part.chunk_time, part.complevel, packing)
     last: tuple[np.datetime64, Path] | None = None
     try:
         for chunk in chunks:
@@ -249,7 +250,9 @@ def _write_packed_part(
             last = _check_after(last, chunk.times, chunk.owners)
             if writer.n_frames == 0:
                 codes = chunk.codes(first[0].frame_shape, first[0].values.dtype)
-                ds = build_dataset(codes, chunk.times, first[0], preset, files, name)
+                ds = build_dataset(
+                    codes, chunk.times, first[0], part.preset, part.files, part.name
+                )
                 writer.append(ds)
             else:
                 writer.append_chunk(chunk.times, chunk.blob)
@@ -284,7 +287,7 @@ def _write_parts(
         )
         frames = itertools.islice(decoded, n_items)
         written.append(
-            write(frames, target, p, part, first, name, chunk_time, complevel)
+            write(frames, _Part(target, p, part, first, name, chunk_time, complevel))
         )
     return written
 

@@ -29,6 +29,7 @@ import xarray as xr
 from nowcast.data.georef import set_grid
 from nowcast.data.parallel import batches, map_ordered
 from nowcast.data.radar import DEFAULT_INTENSITY, make_radar_dataset, record_step
+from nowcast.registry import Registry
 
 __all__ = [
     "PathLike",
@@ -192,7 +193,9 @@ class Preset:
 
 
 # -------------------------------------------------------------------------- registry
-PRESETS: dict[str, Preset] = {}
+PRESETS: Registry[Preset] = Registry(
+    "importer preset", " (or register one with nowcast.data.importers.register_preset)"
+)
 
 
 def register_preset(preset: Preset, overwrite: bool = False) -> Preset:
@@ -210,7 +213,7 @@ def register_preset(preset: Preset, overwrite: bool = False) -> Preset:
 
 def available_presets() -> list[str]:
     """Names of the registered archive presets, sorted."""
-    return sorted(PRESETS)
+    return PRESETS.names()
 
 
 def get_preset(name: str) -> Preset:
@@ -221,13 +224,7 @@ def get_preset(name: str) -> Preset:
     ValueError
         For an unknown name, listing the available ones.
     """
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown importer preset {name!r}; available: {available_presets()} "
-            "(or register one with nowcast.data.importers.register_preset)"
-        ) from None
+    return PRESETS.lookup(name)
 
 
 def resolve_preset(

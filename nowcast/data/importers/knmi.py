@@ -127,13 +127,7 @@ class KNMIPreset(Preset):
             "knmi_geo_parameter": parameter,
         }
         return Frames.one(
-            values,
-            time,
-            units,
-            path,
-            grid=grid,
-            attrs=attrs,
-            var_attrs=var_attrs,
+            values, time, units, path, grid=grid, attrs=attrs, var_attrs=var_attrs
         )
 
 

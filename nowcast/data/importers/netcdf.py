@@ -246,6 +246,7 @@ def _coordinate(da: xr.DataArray, dim: str, n: int) -> np.ndarray:
     return np.asarray(da[dim].values) if dim in da.coords else np.arange(n)
 
 
+# read_image_frames' signature on purpose: one read_frames front end per format.
 def read_netcdf_frames(
     paths: PathLike | Iterable[PathLike],
     preset: str | NetCDFPreset | None = None,
