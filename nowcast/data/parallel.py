@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -25,12 +26,23 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["available_workers", "resolve_workers", "map_ordered", "executor", "batches"]
+__all__ = [
+    "NETCDF_LOCK",
+    "available_workers",
+    "resolve_workers",
+    "map_ordered",
+    "executor",
+    "batches",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 _LOCAL = ("processes", "threads", "serial")
+#: netCDF-C and the HDF5 library bundled with netCDF4 are not thread-safe: every netCDF
+#: read or write that may run beside another thread's (``scheduler="threads"``) holds
+#: this lock. Concurrent calls crash the process (SIGSEGV), they do not just fail.
+NETCDF_LOCK = threading.RLock()
 CONNECT_TIMEOUT_S = 10.0  # how long to wait for a dask scheduler before giving up
 
 

@@ -42,7 +42,7 @@ from nowcast.data.importers.base import (
     resolve_preset,
     stack_frames,
 )
-from nowcast.data.parallel import batches
+from nowcast.data.parallel import NETCDF_LOCK, batches
 from nowcast.data.radar import DEFAULT_INTENSITY, netcdf_encoding
 
 __all__ = ["import_archive", "AppendingWriter"]
@@ -88,6 +88,10 @@ class AppendingWriter:
 
     def append(self, ds: xr.Dataset) -> None:
         """Write ``ds`` (a radar data set) after the frames already written."""
+        with NETCDF_LOCK:  # worker threads may be reading netCDF (preset bom, threads)
+            self._append(ds)
+
+    def _append(self, ds: xr.Dataset) -> None:
         if self.nc is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             encoding = netcdf_encoding(ds, self.chunk_time, self.complevel)

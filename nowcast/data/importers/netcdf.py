@@ -28,6 +28,7 @@ from nowcast.data.importers.base import (
     register_preset,
     resolve_preset,
 )
+from nowcast.data.parallel import NETCDF_LOCK
 from nowcast.data.radar import DEFAULT_INTENSITY
 
 __all__ = ["NetCDFPreset", "AMOUNT_UNITS", "read_netcdf_frames", "accumulation_to_rate"]
@@ -86,6 +87,10 @@ class NetCDFPreset(Preset):
 
     def read_file(self, path: Path) -> Frames:
         """All frames of one netCDF file, in physical units, with their grid."""
+        with NETCDF_LOCK:  # netCDF-C is not thread-safe (scheduler="threads")
+            return self._read_locked(path)
+
+    def _read_locked(self, path: Path) -> Frames:
         try:
             src = xr.open_dataset(path, engine="netcdf4", cache=False)
         except FileNotFoundError:

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from nowcast.data.parallel import NETCDF_LOCK
+
 __all__ = [
     "FrameChunk",
     "frame_chunks",
@@ -123,8 +125,9 @@ class FrameChunk:
             return self.data
         if self.paths is None or self.variable is None:
             raise ValueError("a FrameChunk needs either data or paths and a variable")
-        da = _open_source(self.paths, self.variable)
-        return read_frames_window(da, self.index, self.window)
+        with NETCDF_LOCK:  # threads read one at a time, then compute in parallel
+            da = _open_source(self.paths, self.variable)
+            return read_frames_window(da, self.index, self.window)
 
 
 def frame_chunks(
@@ -195,7 +198,8 @@ class NetCDFSink:
 
     def write(self, name: str, sl: slice, values: np.ndarray) -> None:
         """Write frames ``sl`` of variable ``name``."""
-        self._nc.variables[name][sl] = values
+        with NETCDF_LOCK:  # worker threads may be reading netCDF at the same time
+            self._nc.variables[name][sl] = values
 
     def close(self, attrs: dict) -> Path:
         """Set the global attributes, check the file and move it into place."""
