@@ -178,6 +178,7 @@ def preprocessor_from_config(params: Mapping[str, Any]) -> Preprocessor:
             "forecast cannot fit it on a few frames; give the archive's range, e.g. "
             "preprocess.zmin=-10 preprocess.zmax=60 (dBZ)"
         )
+    params.pop("units", None)  # the parameter set's units: checked on archives only
     params.update(noise_mask=False, progress=False)
     return Preprocessor(**params)
 

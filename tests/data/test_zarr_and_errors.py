@@ -124,3 +124,29 @@ def test_processed_file_with_wrong_dims_is_refused(tmp_path):
     ds.to_netcdf(path)
     with pytest.raises(ValueError, match="has dims .*'row'.* re-run it"):
         radar_datasets(path)
+
+
+def test_preprocessing_refuses_an_archive_in_other_units(tmp_path):
+    # a rain-rate archive through the dBZ parameter set (preprocess=hko: -10..60 dBZ)
+    # would be min-max normalised on the wrong range without a word; it is refused
+    from nowcast.data.preprocess import preprocess_archive
+    from nowcast.data.radar import make_radar_dataset, write_radar
+
+    times = np.array(["2020-01-01T00:00", "2020-01-01T00:05"], dtype="datetime64[ns]")
+    raw = write_radar(
+        make_radar_dataset(np.ones((2, 8, 8), "float32"), times, "mm/h"),
+        tmp_path / "raw.nc",
+    )
+    with pytest.raises(
+        ValueError, match=r"holds 'mm/h' but this preprocessing is for 'dBZ'"
+    ):
+        preprocess_archive(
+            raw,
+            tmp_path / "out.nc",
+            fit_on="all",
+            units="dBZ",
+            zmin=-10.0,
+            zmax=60.0,
+            progress=False,
+        )
+    assert not (tmp_path / "out.nc").exists()

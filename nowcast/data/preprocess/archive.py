@@ -26,6 +26,7 @@ def preprocess_archive(
     *,
     workers: int | None = None,
     scheduler: str | None = None,
+    units: str | None = None,
     **params,
 ) -> Path:
     """Raw radar archive -> processed netCDF (or zarr) + fitted preprocessor.
@@ -66,6 +67,10 @@ def preprocess_archive(
         ``"processes"`` (default), ``"threads"``, ``"serial"``, or the address of a
         ``dask.distributed`` scheduler (``"tcp://host:8786"``) whose workers can read
         ``input`` at the same paths.
+    units : str, optional
+        The units the parameter set's range (``zmin`` / ``zmax``) is in (``"dBZ"`` for
+        ``preprocess=hko``, ``"mm/h"`` for ``preprocess=bom``); an archive in other
+        units is refused before any work. ``None``: not checked.
     **params
         :class:`Preprocessor` parameters.
 
@@ -78,6 +83,7 @@ def preprocess_archive(
         raise ValueError(f"unknown fit_on {fit_on!r}; available: {list(FIT_ON)}")
     paths = [str(p) for p in radar_paths(input)]
     ds = open_radar(paths)
+    check_units(ds, units, paths[0])
     pre = Preprocessor(progress=progress, **params)
     split, frames = _fit_frames(ds, fit_on, fit_block_len, fit_counts, split_seed)
     pool = {"workers": workers, "scheduler": scheduler, "paths": paths}
@@ -87,6 +93,29 @@ def preprocess_archive(
     pre.transform_to_file(ds, output, **pool)
     pre.save(output.with_name(f"{output.stem}_preprocessor.json"))
     return output
+
+
+def check_units(ds, units: str | None, where: str) -> None:
+    """Refuse an archive whose intensity units differ from the parameter set's.
+
+    Raises
+    ------
+    ValueError
+        Naming the archive's units, the expected ones and the fix.
+    """
+    from nowcast.data.radar import _normalise_units as normalise_units
+    from nowcast.data.radar import intensity_name
+
+    if units is None:
+        return
+    found = ds[intensity_name(ds)].attrs.get("units")
+    if normalise_units(found) != normalise_units(units):
+        raise ValueError(
+            f"{where} holds {found!r} but this preprocessing is for {units!r} (its range "
+            f"zmin/zmax is in {units}). Pick the parameter set of the data's units "
+            "(preprocess=hko for dBZ, preprocess=bom for mm/h, preprocess=sevir for "
+            "kg m-2), or set preprocess.units and a range in the data's units."
+        )
 
 
 def _fit_frames(
