@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nowcast.forecast import check_n_steps, check_sequence
@@ -92,6 +93,14 @@ class EncoderForecaster(LogitsForecaster):
         still receives no frames and learns the motion itself.
     copy_gate_bias : float
         Initial bias of the gate (``copy_gate=True`` only); 0 starts at an even mix.
+    copy_warp : bool
+        *Not in the paper* (with ``copy_gate`` only): a third 1x1 head over the
+        forecaster's hidden states gives, per lead, a displacement field (pixels of the
+        full frame, bilinearly upsampled from the patch grid), and the gate copies the
+        last input frame *moved* by it (``grid_sample``, bilinear, border values)
+        instead of the frame itself. The head starts at zero, so an untrained model is
+        the plain copy gate. The motion is learned by the network from its own states:
+        no optical flow is computed.
 
     Notes
     -----
@@ -115,10 +124,15 @@ class EncoderForecaster(LogitsForecaster):
         residual_eps: float = 1e-3,
         copy_gate: bool = False,
         copy_gate_bias: float = 0.0,
+        copy_warp: bool = False,
     ) -> None:
         super().__init__()
         if residual and copy_gate:
             raise ValueError("choose one of residual=True and copy_gate=True, not both")
+        if copy_warp and not copy_gate:
+            raise ValueError(
+                "copy_warp=True moves the copy gate's frame: set copy_gate=True"
+            )
         if not 0.0 < residual_eps < 0.5:
             raise ValueError(f"residual_eps must be in (0, 0.5), got {residual_eps!r}")
         if not isinstance(in_channels, int) or in_channels < 1:
@@ -162,6 +176,11 @@ class EncoderForecaster(LogitsForecaster):
             self.copy_gate = nn.Conv2d(sum(self.hidden_channels), patch_channels, 1)
             nn.init.zeros_(self.copy_gate.weight)
             nn.init.constant_(self.copy_gate.bias, float(copy_gate_bias))
+        self.warp = None
+        if copy_warp:  # zero start: the plain copy gate
+            self.warp = nn.Conv2d(sum(self.hidden_channels), 2, 1)
+            nn.init.zeros_(self.warp.weight)
+            nn.init.zeros_(self.warp.bias)
 
     def encode(self, patches: Tensor, state: RNNState | None = None) -> RNNState:
         """Run the encoder over patch frames ``(B, T, C p^2, H/p, W/p)``; return the
@@ -170,14 +189,19 @@ class EncoderForecaster(LogitsForecaster):
         return state
 
     def forecast(
-        self, state: RNNState, n_steps: int, last: Tensor | None = None
+        self,
+        state: RNNState,
+        n_steps: int,
+        last: Tensor | None = None,
+        last_frame: Tensor | None = None,
     ) -> Tensor:
         """Unroll the forecaster from ``state`` for ``n_steps``; return patch-space
         logits ``(B, n_steps, C p^2, H/p, W/p)``.
 
         ``last`` (the last input frame in patch space, ``(B, C p^2, H/p, W/p)``) is
         needed by the ``residual`` and ``copy_gate`` options; without it the plain
-        head's logits are returned.
+        head's logits are returned. ``copy_warp`` also needs ``last_frame``, the last
+        input frame at full resolution ``(B, C, H, W)``.
         """
         outputs, _ = self.forecaster(None, state, n_steps)
         hidden = torch.cat(outputs, dim=2).flatten(0, 1)  # (B n, sum(hidden), h, w)
@@ -190,9 +214,39 @@ class EncoderForecaster(LogitsForecaster):
             return logits + torch.logit(clamped)
         if self.copy_gate is not None:
             gate = torch.sigmoid(self.copy_gate(hidden).unflatten(0, (-1, n_steps)))
+            if self.warp is not None:
+                last = self._moved_last(hidden, last_frame, n_steps)
             mixed = gate * last + (1.0 - gate) * torch.sigmoid(logits)
             return torch.logit(mixed, eps=1e-6)
         return logits
+
+    def _moved_last(self, hidden: Tensor, frame: Tensor | None, n_steps: int) -> Tensor:
+        """The last frame moved by the learned displacement of each lead, in patches.
+
+        ``hidden`` is ``(B n, sum(hidden), h, w)``; returns ``(B, n, C p^2, h, w)``.
+        """
+        if frame is None:
+            raise ValueError(
+                "copy_warp needs last_frame, the last input frame (B, C, H, W)"
+            )
+        p = self.patch_size
+        disp = F.interpolate(self.warp(hidden), scale_factor=p, mode="bilinear")
+        b, c, h, w = frame.shape
+        ys = torch.arange(h, device=frame.device, dtype=disp.dtype)
+        xs = torch.arange(w, device=frame.device, dtype=disp.dtype)
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        # sample the frame at (x - dx, y - dy): content moves by (dx, dy) pixels
+        x = (gx - disp[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
+        y = (gy - disp[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
+        frames = frame.repeat_interleave(n_steps, dim=0)
+        moved = F.grid_sample(
+            frames,
+            torch.stack((x, y), dim=-1),
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=True,
+        )
+        return patchify(moved.unflatten(0, (b, n_steps)), p)
 
     def forward(self, inputs: Tensor, n_steps: int) -> Tensor:
         """Forecast logits.
@@ -220,5 +274,7 @@ class EncoderForecaster(LogitsForecaster):
                 f"{self.in_channels}, H, W), got {tuple(inputs.shape)}"
             )
         patches = patchify(inputs, self.patch_size)
-        logits = self.forecast(self.encode(patches), n_steps, patches[:, -1])
+        logits = self.forecast(
+            self.encode(patches), n_steps, patches[:, -1], inputs[:, -1]
+        )
         return unpatchify(logits, self.patch_size)

@@ -239,3 +239,30 @@ def test_copy_gate_mixes_last_frame_and_learned_forecast():
     assert gated.output.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="not both"):
         EncoderForecaster(1, 2, 4, residual=True, copy_gate=True)
+
+
+def test_copy_warp_starts_as_the_copy_gate_and_moves_the_last_frame():
+    x = torch.rand(2, 3, 1, 8, 8)
+    gated = _small(copy_gate=True, copy_gate_bias=1.0)
+    warped = _small(copy_gate=True, copy_gate_bias=1.0, copy_warp=True)
+    # same seed, same weights; the warp head starts at zero displacement
+    torch.testing.assert_close(
+        warped.predict(x, 4), gated.predict(x, 4), atol=1e-5, rtol=0
+    )
+    # displacement (dx, dy) = (2, -1) px and a closed gate: the last frame moved right
+    # by 2 and up by 1, the vacated columns / row filled with the border values
+    with torch.no_grad():
+        warped.warp.bias.copy_(torch.tensor([2.0, -1.0]))
+        warped.copy_gate.bias.fill_(30.0)
+    moved = warped.predict(x, 2)[:, 0, 0]
+    last = x[:, -1, 0]
+    torch.testing.assert_close(moved[:, :-1, 2:], last[:, 1:, :-2], atol=2e-6, rtol=0)
+    torch.testing.assert_close(moved[:, :-1, 0], last[:, 1:, 0], atol=2e-6, rtol=0)
+    # the displacement head learns: its gradient is not zero at the zero start
+    fresh = _small(copy_gate=True, copy_warp=True)
+    torch.nn.functional.binary_cross_entropy_with_logits(
+        fresh(x, 4), torch.rand(2, 4, 1, 8, 8)
+    ).backward()
+    assert fresh.warp.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="set copy_gate=True"):
+        EncoderForecaster(1, 2, 4, copy_warp=True)

@@ -33,6 +33,7 @@ FRAME = {name: 64 for name in PUBLISHED_COUNTS} | {
     "convlstm_small_residual": 64,
     "convgru_small": 64,
     "convlstm_small_gated": 64,
+    "convlstm_small_warp": 64,
     "lagrangian_convlstm": 64,
     "lagrangian_convgru": 64,
     "fclstm_radar_2000": 100,
