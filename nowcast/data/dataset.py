@@ -202,6 +202,27 @@ def check_fit_split(
         both splits and the fix.
     """
     fit = read_fit_split(attrs)
+    if fit is None or fit["fit_on"] != "train":
+        return _unchecked_fit_notes(path, attrs, fit)
+    fit_blocks = block_split(
+        times, block_len=fit["block_len"], counts=fit["counts"], seed=fit["seed"]
+    )["train"]
+    fitted = _frame_flags(times.size, fit_blocks)
+    held_out = _frame_flags(times.size, [*blocks["val"], *blocks["test"]])
+    n_leak = int((fitted & held_out).sum())
+    if n_leak:
+        fitted_on = (
+            f"{path}: its noise mask was fitted on the training blocks of "
+            f"block_len={fit['block_len']}, counts={fit['counts']}, seed={fit['seed']}, "
+        )
+        raise ValueError(
+            fitted_on + _leak_advice(n_leak, block_len, counts, seed, split_dates)
+        )
+    return []
+
+
+def _unchecked_fit_notes(path: Path, attrs: Mapping, fit: Mapping | None) -> list[str]:
+    """Report notes when there is no training-block fit to check against."""
     if fit is None:
         if int(attrs.get("_noise_mask_enabled", 1)):
             return [
@@ -215,43 +236,36 @@ def check_fit_split(
             "noise mask fitted on all frames (fit_on=all): evaluation-only archive; "
             "its validation/test frames took part in the mask fit"
         ]
-    if fit["fit_on"] != "train":  # "none": nothing was fitted on data
-        return []
-    fit_blocks = block_split(
-        times, block_len=fit["block_len"], counts=fit["counts"], seed=fit["seed"]
-    )["train"]
-    fitted = _frame_flags(times.size, fit_blocks)
-    held_out = _frame_flags(times.size, [*blocks["val"], *blocks["test"]])
-    n_leak = int((fitted & held_out).sum())
-    if n_leak and split_dates is not None:
-        raise ValueError(
-            f"{path}: its noise mask was fitted on the training blocks of "
-            f"block_len={fit['block_len']}, counts={fit['counts']}, seed={fit['seed']}, "
+    return []  # "none": nothing was fitted on data
+
+
+def _leak_advice(
+    n_leak: int, block_len: int, counts, seed: int, split_dates: Mapping | None
+) -> str:
+    """The second half of the leak error: the requested split and the fix."""
+    if split_dates is not None:
+        return (
             f"but the requested date split {dict(split_dates)} puts {n_leak} of those "
             "fitting frames into validation or test. Preprocess without a fitted "
             "noise mask (`python scripts/preprocess.py ... preprocess.noise_mask=false`"
             ", as configs/preprocess/sevir.yaml does), or, for an evaluation-only "
             "archive, with `fit_on=all`"
         )
-    if n_leak:
-        c = [int(x) for x in counts]
-        refit = (
-            "Refit on the split you evaluate with: `python scripts/preprocess.py ... "
-            f"fit_block_len={block_len} fit_counts=[{c[0]},{c[1]},{c[2]}] "
-            f"split_seed={seed}`, or, for an evaluation-only archive, `python "
-            "scripts/preprocess.py ... fit_on=all`"
-            if c[0] > 0
-            else "The requested split has no training blocks to fit on: for this "
-            "evaluation-only archive refit with `python scripts/preprocess.py ... "
-            "fit_on=all`"
-        )
-        raise ValueError(
-            f"{path}: its noise mask was fitted on the training blocks of "
-            f"block_len={fit['block_len']}, counts={fit['counts']}, seed={fit['seed']}, "
-            f"but the requested split (block_len={block_len}, counts={c}, seed={seed}) "
-            f"puts {n_leak} of those fitting frames into validation or test. {refit}"
-        )
-    return []
+    c = [int(x) for x in counts]
+    refit = (
+        "Refit on the split you evaluate with: `python scripts/preprocess.py ... "
+        f"fit_block_len={block_len} fit_counts=[{c[0]},{c[1]},{c[2]}] "
+        f"split_seed={seed}`, or, for an evaluation-only archive, `python "
+        "scripts/preprocess.py ... fit_on=all`"
+        if c[0] > 0
+        else "The requested split has no training blocks to fit on: for this "
+        "evaluation-only archive refit with `python scripts/preprocess.py ... "
+        "fit_on=all`"
+    )
+    return (
+        f"but the requested split (block_len={block_len}, counts={c}, seed={seed}) "
+        f"puts {n_leak} of those fitting frames into validation or test. {refit}"
+    )
 
 
 class ProcessedFile:
@@ -639,31 +653,17 @@ def radar_datasets(
     n_bytes, attrs = _file_facts(path, variable)
     if in_memory == "auto":
         in_memory = n_bytes < 2**30
-    blocks = _split_blocks(path, times, block_len, counts, seed, split_dates)
-    if (
-        split_dates is not None
-    ):  # pieces cut at a date or an event shorter than a window
-        blocks = {
-            k: [(a, b) for a, b in v if b - a >= window] for k, v in blocks.items()
-        }
+    blocks = _split_blocks(path, times, block_len, counts, seed, split_dates, window)
     notes = scale_notes(attrs, _file_scale(path, attrs, zr_a, zr_b))
     notes += check_fit_split(
         path, attrs, times, blocks, block_len, counts, seed, split_dates
     )
+    kwargs = dict(variable=variable, in_memory=bool(in_memory), zr_a=zr_a, zr_b=zr_b)
     out = {}
     for name in SPLITS:
         starts, ids = _block_windows(blocks[name], window, stride)
         out[name] = RadarWindowDataset(
-            path,
-            starts,
-            input_len,
-            output_len,
-            variable=variable,
-            in_memory=bool(in_memory),
-            block_ids=ids,
-            zr_a=zr_a,
-            zr_b=zr_b,
-            notes=notes,
+            path, starts, input_len, output_len, block_ids=ids, notes=notes, **kwargs
         )
     if split_dates is None and counts[0] > 0 and len(out["train"]) == 0:
         raise ValueError(_no_training_message(path, block_len, times.size))
@@ -677,14 +677,20 @@ def _split_blocks(
     counts,
     seed: int,
     split_dates: Mapping | None,
+    window: int,
 ) -> dict[str, list]:
-    """The split's blocks: by dates or per-day blocks, cut where the event changes."""
+    """The split's blocks: by dates or per-day blocks, cut where the event changes.
+
+    Date-split pieces shorter than ``window`` frames (cut at a date or an event) are
+    dropped.
+    """
     events = _read_events(path)
     if split_dates is not None:
         try:
-            return date_split(times, split_dates, labels=events)
+            blocks = date_split(times, split_dates, labels=events)
         except ValueError as err:
             raise ValueError(f"{path}: data.datasets.split_dates: {err}") from err
+        return {k: [(a, b) for a, b in v if b - a >= window] for k, v in blocks.items()}
     blocks = block_split(times, block_len=block_len, counts=counts, seed=seed)
     if events is None:
         return blocks
