@@ -127,6 +127,16 @@ def combine_masks(
     return target_valid & valid_mask.to(device=target_valid.device, dtype=torch.bool)
 
 
+def _grey_scale(scale: GreyScale | None) -> GreyScale:
+    """``scale``, HKO-7's when ``None``; a ``TypeError`` for anything else."""
+    scale = GreyScale.hko7() if scale is None else scale
+    if not isinstance(scale, GreyScale):
+        raise TypeError(
+            f"scale must be a nowcast.data.physical.GreyScale, got {type(scale).__name__}"
+        )
+    return scale
+
+
 class _MaskedPixelLoss(nn.Module):
     """Base of the losses: per-pixel terms of float32 logits, masked mean.
 
@@ -243,12 +253,7 @@ class BalancedLoss(_MaskedPixelLoss):
         super().__init__()
         if p not in (1, 2):
             raise ValueError(f"p must be 1 (B-MAE) or 2 (B-MSE), got {p!r}")
-        scale = GreyScale.hko7() if scale is None else scale
-        if not isinstance(scale, GreyScale):
-            raise TypeError(
-                f"scale must be a nowcast.data.physical.GreyScale, got "
-                f"{type(scale).__name__}"
-            )
+        scale = _grey_scale(scale)
         balanced_weights(torch.zeros(1), thresholds, weights)  # validate early
         self.p = int(p)
         self.scale = scale
@@ -293,12 +298,7 @@ class RainMSELoss(_MaskedPixelLoss):
         self, scale: GreyScale | None = None, rain_weight: float = 2e-4
     ) -> None:
         super().__init__()
-        self.scale = GreyScale.hko7() if scale is None else scale
-        if not isinstance(self.scale, GreyScale):
-            raise TypeError(
-                "scale must be a nowcast.data.physical.GreyScale, got "
-                f"{type(self.scale).__name__}"
-            )
+        self.scale = _grey_scale(scale)
         if not rain_weight > 0:
             raise ValueError(f"rain_weight must be > 0 (mm/h)^-2, got {rain_weight!r}")
         self.rain_weight = float(rain_weight)
