@@ -28,13 +28,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from nowcast.training.distributed import all_reduce_sum
-from nowcast.training.schema import (
-    TASK_SCHEMAS,
-    EvaluationSchema,
-    LossSchema,
-    spec,
+from nowcast.training.schema import TASK_SCHEMAS, EvaluationSchema, LossSchema, spec
+from nowcast.training.tasks import (
+    Batch,
+    Report,
+    RunConfig,
+    Splits,
+    TaskSetup,
+    autocast,
+    register_task,
 )
-from nowcast.training.tasks import Batch, autocast, register_task
 
 __all__ = [
     "ClassificationTask",
@@ -98,17 +101,13 @@ class _TaskBase:
         raise NotImplementedError
 
     def _test_report(
-        self, model: nn.Module, test: Dataset, cfg: Mapping[str, Any], out_dir: Path
-    ) -> Mapping[str, Any]:
+        self, model: nn.Module, test: Dataset, cfg: RunConfig, out_dir: Path
+    ) -> Report:
         raise NotImplementedError
 
     def test_evaluation(
-        self,
-        model: nn.Module,
-        datasets: Mapping[str, Dataset],
-        cfg: Mapping[str, Any],
-        run_dir: Path,
-    ) -> Mapping[str, Any]:
+        self, model: nn.Module, datasets: Splits, cfg: RunConfig, run_dir: Path
+    ) -> Report:
         """The task's report on the test split; rank 0 writes it to ``run_dir/evaluation``."""
         if len(datasets.get("test", ())) == 0:
             log.info("test evaluation skipped: no test split")
@@ -194,8 +193,8 @@ class ClassificationTask(_TaskBase):
         return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
 
     def _test_report(
-        self, model: nn.Module, test: Dataset, cfg: Mapping[str, Any], out_dir: Path
-    ) -> Mapping[str, Any]:
+        self, model: nn.Module, test: Dataset, cfg: RunConfig, out_dir: Path
+    ) -> Report:
         """Accuracy, per-class precision / recall and the confusion matrix (table,
         JSON, PNG)."""
         from nowcast.evaluation.classification import (
@@ -227,22 +226,16 @@ class ClassificationTask(_TaskBase):
 
 
 @register_task("classify")
-def _classification_task(
-    cfg: Mapping[str, Any],
-    datasets: Mapping[str, Dataset],
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-) -> ClassificationTask:
+def _classification_task(setup: TaskSetup) -> ClassificationTask:
     """The classification task; class names from the training split's ``classes``."""
-    train = datasets["train"]
-    classes = getattr(train, "classes", None)
+    classes = getattr(setup.datasets["train"], "classes", None)
     if classes is None:
-        n = int(cfg["model"]["num_classes"])
+        n = int(setup.cfg["model"]["num_classes"])
         classes = tuple(str(k) for k in range(n))
-    options = dict(cfg.get("task_options") or {})
-    return ClassificationTask(
-        device, amp_dtype, tuple(classes), float(options.get("label_smoothing", 0.0))
+    smoothing = float(
+        dict(setup.cfg.get("task_options") or {}).get("label_smoothing", 0)
     )
+    return ClassificationTask(setup.device, setup.amp_dtype, tuple(classes), smoothing)
 
 
 class SeriesTask(_TaskBase):
@@ -312,8 +305,8 @@ class SeriesTask(_TaskBase):
         }
 
     def _test_report(
-        self, model: nn.Module, test: Dataset, cfg: Mapping[str, Any], out_dir: Path
-    ) -> Mapping[str, Any]:
+        self, model: nn.Module, test: Dataset, cfg: RunConfig, out_dir: Path
+    ) -> Report:
         """The series table (model, persistence, field forecasters)."""
         from nowcast.evaluation.series import run_series_evaluation
 
@@ -321,15 +314,10 @@ class SeriesTask(_TaskBase):
 
 
 @register_task("series")
-def _series_task(
-    cfg: Mapping[str, Any],
-    datasets: Mapping[str, Dataset],
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-) -> SeriesTask:
+def _series_task(setup: TaskSetup) -> SeriesTask:
     """The series task with ``loss.name`` (``mse`` or ``mae``; default ``mse``)."""
-    loss_cfg = dict(cfg.get("loss") or {})
-    return SeriesTask(device, amp_dtype, str(loss_cfg.get("name", "mse")))
+    loss_name = str(dict(setup.cfg.get("loss") or {}).get("name", "mse"))
+    return SeriesTask(setup.device, setup.amp_dtype, loss_name)
 
 
 def evaluate_task_checkpoint(

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +42,7 @@ from nowcast.training.losses import combine_masks, get_loss, masked_mean
 
 __all__ = [
     "TrainingTask",
+    "TaskSetup",
     "ForecastTask",
     "register_task",
     "build_task",
@@ -53,6 +55,12 @@ __all__ = [
 log = logging.getLogger("nowcast.training")
 
 Batch = tuple[torch.Tensor, ...] | list[torch.Tensor]
+#: The whole plain run config (``loss``, ``data``, ``evaluation``, ... sections).
+RunConfig = Mapping[str, Any]
+#: The built ``{"train", "val", "test"}`` splits.
+Splits = Mapping[str, Dataset]
+#: A test report: scores by name (what ``test_evaluation`` returns).
+Report = Mapping[str, Any]
 
 
 class TrainingTask(Protocol):
@@ -71,27 +79,38 @@ class TrainingTask(Protocol):
     ) -> dict[str, float]: ...
 
     def test_evaluation(
-        self,
-        model: nn.Module,
-        datasets: Mapping[str, Dataset],
-        cfg: Mapping[str, Any],
-        run_dir: Path,
-    ) -> Mapping[str, Any]: ...
+        self, model: nn.Module, datasets: Splits, cfg: RunConfig, run_dir: Path
+    ) -> Report: ...
 
 
-TaskBuilder = Callable[
-    [Mapping[str, Any], Mapping[str, Dataset], torch.device, "torch.dtype | None"],
-    TrainingTask,
-]
+@dataclass(frozen=True)
+class TaskSetup:
+    """What a task builder gets: the run's config, splits, device and precision.
+
+    Attributes
+    ----------
+    cfg : mapping
+        The whole plain run config.
+    datasets : mapping
+        The built ``{"train", "val", "test"}`` splits.
+    device : torch.device
+        Where the model runs.
+    amp_dtype : torch.dtype or None
+        Autocast dtype of the forward passes (None: full precision).
+    """
+
+    cfg: RunConfig
+    datasets: Splits
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+
+
+TaskBuilder = Callable[[TaskSetup], TrainingTask]
 _TASKS: Registry[TaskBuilder] = Registry("training task")
 
 
 def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
-    """Decorator: register ``builder(cfg, datasets, device, amp_dtype) -> task``.
-
-    ``cfg`` is the whole plain run config (``loss``, ``data``, ... sections),
-    ``datasets`` the built ``{"train", "val", "test"}`` splits.
-    """
+    """Decorator: register ``builder(setup: TaskSetup) -> task`` as ``name``."""
 
     return _TASKS.register(name)
 
@@ -102,10 +121,10 @@ def available_tasks() -> list[str]:
 
 
 def build_task(
-    cfg: Mapping[str, Any],
-    datasets: Mapping[str, Dataset],
+    cfg: RunConfig,
+    datasets: Splits,
     device: torch.device,
-    amp_dtype: torch.dtype | None,
+    amp_dtype: torch.dtype | None = None,
 ) -> TrainingTask:
     """The task named by ``cfg["task"]`` (default ``"forecast"``), built for a run."""
     name = str(cfg.get("task") or "forecast")
@@ -114,7 +133,7 @@ def build_task(
             f"task={name!r} is not a known training task; available: "
             f"{', '.join(available_tasks())}"
         )
-    return _TASKS[name](cfg, datasets, device, amp_dtype)
+    return _TASKS[name](TaskSetup(cfg, datasets, device, amp_dtype))
 
 
 def autocast(
@@ -286,14 +305,9 @@ class ForecastTask:
             use_coverage=self.use_coverage,
         )
 
-    # the signatures repeat the TrainingTask protocol's on purpose
     def test_evaluation(
-        self,
-        model: nn.Module,
-        datasets: Mapping[str, Dataset],
-        cfg: Mapping[str, Any],
-        run_dir: Path,
-    ) -> Mapping[str, Any]:
+        self, model: nn.Module, datasets: Splits, cfg: RunConfig, run_dir: Path
+    ) -> Report:
         """Skill scores on the test split (``nowcast.evaluation.run``), if present."""
         try:
             from nowcast.evaluation.run import run_test_evaluation
@@ -306,19 +320,15 @@ class ForecastTask:
 
 
 @register_task("forecast")
-def _forecast_task(
-    cfg: Mapping[str, Any],
-    datasets: Mapping[str, Dataset],
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-) -> ForecastTask:
+def _forecast_task(setup: TaskSetup) -> ForecastTask:
     """The nowcasting task from the ``loss`` section and the training split's mask."""
-    loss_cfg = dict(cfg.get("loss") or {})
+    loss_cfg = dict(setup.cfg.get("loss") or {})
     masked = bool(loss_cfg.get("masked", True))
-    mask = getattr(datasets["train"], "valid_mask", None)
+    train = setup.datasets["train"]
+    mask = getattr(train, "valid_mask", None)
     if mask is not None and masked:
-        mask = torch.as_tensor(mask, dtype=torch.bool, device=device)
+        mask = torch.as_tensor(mask, dtype=torch.bool, device=setup.device)
     else:
         mask = None
-    loss_fn = build_loss(loss_cfg, datasets["train"])
-    return ForecastTask(loss_fn, device, amp_dtype, mask, use_coverage=masked)
+    loss_fn = build_loss(loss_cfg, train)
+    return ForecastTask(loss_fn, setup.device, setup.amp_dtype, mask, masked)
