@@ -31,11 +31,11 @@ from nowcast.training.distributed import all_reduce_sum
 from nowcast.training.schema import TASK_SCHEMAS, EvaluationSchema, LossSchema, spec
 from nowcast.training.tasks import (
     Batch,
+    DeviceTask,
     Report,
     RunConfig,
     Splits,
     TaskSetup,
-    autocast,
     register_task,
 )
 
@@ -90,12 +90,9 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-class _TaskBase:
+class _TaskBase(DeviceTask):
     """Shared parts of the tasks: ``evaluate``'s loop of per-batch sums reduced over
     ranks, and ``test_evaluation``'s skip of a missing test split."""
-
-    device: torch.device
-    amp_dtype: torch.dtype | None
 
     def _batch_sums(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
@@ -157,14 +154,13 @@ class ClassificationTask(_TaskBase):
         classes: tuple[str, ...],
         label_smoothing: float = 0.0,
     ) -> None:
-        self.device = device
-        self.amp_dtype = amp_dtype
+        super().__init__(device, amp_dtype)
         self.classes = tuple(classes)
         self.label_smoothing = float(label_smoothing)
 
     def _forward(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, ...]:
-        clips, labels = (t.to(self.device, non_blocking=True) for t in batch[:2])
-        with autocast(self.device, self.amp_dtype):
+        clips, labels = self.on_device(batch[:2])
+        with self.autocast():
             logits = model(clips)
         loss = F.cross_entropy(
             logits.float(), labels, label_smoothing=self.label_smoothing
@@ -261,14 +257,13 @@ class SeriesTask(_TaskBase):
             raise ValueError(
                 f"the series task trains with loss.name mse or mae, got {loss!r}"
             )
-        self.device = device
-        self.amp_dtype = amp_dtype
+        super().__init__(device, amp_dtype)
         self.loss_name = loss
         self.loss_fn = SERIES_LOSSES[loss]
 
     def _forward(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, ...]:
-        inputs, targets = (t.to(self.device, non_blocking=True) for t in batch[:2])
-        with autocast(self.device, self.amp_dtype):
+        inputs, targets = self.on_device(batch[:2])
+        with self.autocast():
             out = model(inputs, targets.shape[1])
         return out.float(), targets.float()
 

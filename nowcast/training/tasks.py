@@ -43,6 +43,7 @@ from nowcast.training.losses import combine_masks, get_loss, masked_mean
 __all__ = [
     "TrainingTask",
     "TaskSetup",
+    "DeviceTask",
     "ForecastTask",
     "register_task",
     "build_task",
@@ -143,6 +144,29 @@ def autocast(
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class DeviceTask:
+    """Base of the tasks: where the forward passes run and in which precision.
+
+    Parameters
+    ----------
+    device : torch.device
+    amp_dtype : torch.dtype, optional
+        Autocast dtype of the forward passes (None: full precision).
+    """
+
+    def __init__(self, device: torch.device, amp_dtype: torch.dtype | None = None):
+        self.device = device
+        self.amp_dtype = amp_dtype
+
+    def on_device(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """The batch's tensors on :attr:`device` (non-blocking copies)."""
+        return tuple(t.to(self.device, non_blocking=True) for t in batch)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """:func:`autocast` with this task's device and dtype."""
+        return autocast(self.device, self.amp_dtype)
 
 
 #: Losses that need the training set's grey scale besides the balanced ones.
@@ -247,7 +271,7 @@ def evaluate_loss(
     return {"loss": float(totals[0]) / n, "mse": float(totals[1]) / n, "n": n}
 
 
-class ForecastTask:
+class ForecastTask(DeviceTask):
     """Nowcasting: ``model(inputs, n_steps) -> logits`` scored against target frames.
 
     Parameters
@@ -275,16 +299,15 @@ class ForecastTask:
         mask: torch.Tensor | None = None,
         use_coverage: bool = True,
     ):
+        super().__init__(device, amp_dtype)
         self.loss_fn = loss_fn
-        self.device = device
-        self.amp_dtype = amp_dtype
         self.mask = mask
         self.use_coverage = use_coverage
 
     def training_loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
         """Loss over every predicted frame of ``(inputs, targets[, target_valid])``."""
-        inputs, targets, *cover = (t.to(self.device, non_blocking=True) for t in batch)
-        with autocast(self.device, self.amp_dtype):
+        inputs, targets, *cover = self.on_device(batch)
+        with self.autocast():
             logits = model(inputs, targets.shape[1])
         cover = cover[0] if cover and self.use_coverage else None
         loss = self.loss_fn(logits, targets, combine_masks(self.mask, cover))
