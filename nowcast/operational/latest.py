@@ -190,13 +190,7 @@ def _preset_fits(name: str, files: Sequence[Path]) -> bool:
 
 def _read_raw(files: Sequence[Path], preset: str, options: Mapping) -> xr.Dataset:
     """Raw files of an importer preset -> a radar data set (the convention)."""
-    read_frames = getattr(importers, "read_frames", None)
-    if read_frames is not None:  # the importers package: one reader for every preset
-        return read_frames(list(files), preset, progress=False, **options)
-    p = importers.get_preset(preset)
-    if isinstance(p, importers.ImagePreset):
-        return importers.read_image_frames(files, p, progress=False, **options)
-    return importers.read_netcdf_frames(files, p, progress=False, **options)
+    return importers.read_frames(list(files), preset, progress=False, **options)
 
 
 def _candidate_files(files: Sequence[Path], preset: str, n: int) -> list[Path]:

@@ -740,8 +740,9 @@ def build_dataset(
 
 def read_frames(
     paths: PathLike | Iterable[PathLike],
-    preset: str | Preset,
+    preset: str | Preset | None,
     *,
+    kind: type[Preset] | None = None,
     name: str = DEFAULT_INTENSITY,
     progress: bool = True,
     workers: int | None = 1,
@@ -754,8 +755,11 @@ def read_frames(
     ----------
     paths : path, glob pattern, directory, or an iterable of these
         The archive's files, in any order (frames are sorted by time).
-    preset : str or Preset
-        Format: one of :func:`available_presets` or a preset object.
+    preset : str, Preset or None
+        Format: one of :func:`available_presets` or a preset object; ``None`` builds
+        a custom ``kind`` preset from ``options`` (:func:`resolve_preset`).
+    kind : type, optional
+        Preset class the format must be (the format front ends set it).
     name : str
         Name of the intensity variable.
     progress : bool
@@ -780,7 +784,7 @@ def read_frames(
         Naming the file: undecodable file, missing quantity, grid different from the
         first file, duplicate time, ...
     """
-    p = resolve_preset(preset, **options)
+    p = resolve_preset(preset, kind, **options)
     files, _ = order_files(expand_paths(paths, p.glob), p.pattern)
     decoded = list(
         iter_frames(files, p, workers=workers, scheduler=scheduler, progress=progress)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import xarray as xr
@@ -32,9 +32,7 @@ from nowcast.data.importers.base import (
     parse_time,
     read_frames,
     register_preset,
-    resolve_preset,
 )
-from nowcast.data.radar import DEFAULT_INTENSITY
 
 __all__ = [
     "ImagePreset",
@@ -299,30 +297,17 @@ def check_obstime(path: Path, header: Mapping[str, str], time: np.datetime64) ->
 def read_image_frames(
     paths: PathLike | Iterable[PathLike],
     preset: str | ImagePreset | None = None,
-    *,
-    name: str = DEFAULT_INTENSITY,
-    progress: bool = True,
-    workers: int | None = 1,
-    **options: object,
+    **options: Any,
 ) -> xr.Dataset:
     """Read an 8-bit grey image archive (one frame per file) into a radar data set.
 
-    Parameters
-    ----------
-    paths : path, glob pattern, directory, or an iterable of these
-        The frames, in any order (they are sorted by the time in their names).
-    preset : str or ImagePreset, optional
-        ``"hko7"``, ``"fmi"`` or a custom preset; ``None`` builds one from ``options``
-        (``pattern=`` then required).
-    name : str
-        Name of the intensity variable.
-    progress : bool
-        Show a progress bar.
-    workers : int or None
-        Decode on this many local processes (1: serially).
-    **options
-        Overrides of :class:`ImagePreset` fields (``pattern``, ``gain``, ``offset``,
-        ``nodata``, ``units``, ``shape``); ``None`` keeps the preset's value.
+    :func:`~nowcast.data.importers.base.read_frames` for image presets: ``preset`` is
+    ``"hko7"``, ``"fmi"``, an :class:`ImagePreset`, or ``None`` for a custom one from
+    ``options`` (``pattern=`` then required). ``paths`` are the frames in any order
+    (sorted by the time in their names); ``options`` are ``read_frames``' keywords
+    (``name``, ``progress``, ``workers``, ``scheduler``) and overrides of
+    :class:`ImagePreset` fields (``pattern``, ``gain``, ``offset``, ``nodata``,
+    ``units``, ``shape``; ``None`` keeps the preset's value).
 
     Returns
     -------
@@ -335,8 +320,7 @@ def read_image_frames(
     HKO-7 (Shi et al. 2017): dBZ = p / 255 * 70 - 10. FMI composites:
     dBZ = 0.5 p - 32, p = 255 outside radar coverage.
     """
-    p = resolve_preset(preset, ImagePreset, **options)
-    return read_frames(paths, p, name=name, progress=progress, workers=workers)
+    return read_frames(paths, preset, kind=ImagePreset, **options)
 
 
 register_preset(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import xarray as xr
@@ -26,10 +26,8 @@ from nowcast.data.importers.base import (
     parse_time,
     read_frames,
     register_preset,
-    resolve_preset,
 )
 from nowcast.data.parallel import NETCDF_LOCK
-from nowcast.data.radar import DEFAULT_INTENSITY
 
 __all__ = ["NetCDFPreset", "AMOUNT_UNITS", "read_netcdf_frames", "accumulation_to_rate"]
 
@@ -251,35 +249,20 @@ def _coordinate(da: xr.DataArray, dim: str, n: int) -> np.ndarray:
     return np.asarray(da[dim].values) if dim in da.coords else np.arange(n)
 
 
-# read_image_frames' signature on purpose: one read_frames front end per format.
 def read_netcdf_frames(
     paths: PathLike | Iterable[PathLike],
     preset: str | NetCDFPreset | None = None,
-    *,
-    name: str = DEFAULT_INTENSITY,
-    progress: bool = True,
-    workers: int | None = 1,
-    **options: object,
+    **options: Any,
 ) -> xr.Dataset:
     """Read a netCDF radar archive with its own naming into a radar data set.
 
-    Parameters
-    ----------
-    paths : path, glob pattern, directory, or an iterable of these
-        The files, in any order (frames are sorted by time).
-    preset : str or NetCDFPreset, optional
-        ``"bom"`` or a custom preset; ``None`` builds one from ``options``
-        (``variable=`` then required).
-    name : str
-        Name of the intensity variable of the result.
-    progress : bool
-        Show a progress bar.
-    workers : int or None
-        Decode on this many local processes (1: serially).
-    **options
-        Overrides of :class:`NetCDFPreset` fields (``variable``, ``rename``,
-        ``time_variable``, ``start_time_variable``, ``accumulation_minutes``,
-        ``pattern``, ``units``).
+    :func:`~nowcast.data.importers.base.read_frames` for netCDF presets: ``preset`` is
+    ``"bom"``, a :class:`NetCDFPreset`, or ``None`` for a custom one from ``options``
+    (``variable=`` then required). ``paths`` are the files in any order (frames are
+    sorted by time); ``options`` are ``read_frames``' keywords (``name``,
+    ``progress``, ``workers``, ``scheduler``) and overrides of :class:`NetCDFPreset`
+    fields (``variable``, ``rename``, ``time_variable``, ``start_time_variable``,
+    ``accumulation_minutes``, ``pattern``, ``units``).
 
     Returns
     -------
@@ -288,8 +271,7 @@ def read_netcdf_frames(
         mm per 6 minutes * 10) or in the file's units otherwise; georeferenced when the
         files carry a CF grid mapping.
     """
-    p = resolve_preset(preset, NetCDFPreset, **options)
-    return read_frames(paths, p, name=name, progress=progress, workers=workers)
+    return read_frames(paths, preset, kind=NetCDFPreset, **options)
 
 
 register_preset(
