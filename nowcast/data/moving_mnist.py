@@ -48,6 +48,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 import tempfile
@@ -61,6 +62,7 @@ import torch
 from torch.utils.data import Dataset
 
 from nowcast.data.preprocess.imageops import linear_weights
+from nowcast.signatures import check_forwarded, forwards_to
 
 __all__ = [
     "DIGIT_SIZE",
@@ -983,20 +985,14 @@ class MovingMNISTDataset(Dataset):
         return frames[: self.input_len], frames[self.input_len :]
 
 
-# Repeats prepare_moving_mnist's parameters on purpose: a hydra _target_ forwarding them.
+@forwards_to(prepare_moving_mnist, sets=("n_frames", "n_test_ood"))
 def moving_mnist_datasets(
     root: PathLike,
     input_len: int = 10,
     output_len: int = 10,
-    n_train: int = 10000,
-    n_val: int = 2000,
-    n_test: int = 3000,
-    n_digits: int = 2,
-    mnist_path: PathLike | None = None,
-    seed: int = 0,
     test_seq_path: PathLike | None = None,
     ood_test: bool = False,
-    ood_digits: int = 3,
+    **generation: Any,
 ) -> dict[str, Dataset]:
     """Train / validation / test datasets of the paper's Moving MNIST experiment.
 
@@ -1010,43 +1006,44 @@ def moving_mnist_datasets(
         Cache folder.
     input_len, output_len : int
         Frames in (10) and out (10).
-    n_train, n_val, n_test : int
-        Sequences per split (10,000 / 2,000 / 3,000).
-    n_digits : int
-        Digits per sequence (2).
-    mnist_path : str, os.PathLike or None
-        User MNIST file, see :func:`load_digit_subset`.
-    seed : int
-        Base seed.
     test_seq_path : str, os.PathLike or None
         The published ``mnist_test_seq.npy``; if given, ``"test"`` is that file
         (its first ``input_len + output_len`` of 20 frames) instead of a generated set.
     ood_test : bool
         Also build ``"test_ood"``: ``n_test`` sequences with ``ood_digits`` digits
         (the paper's out-of-domain test, three digits).
-    ood_digits : int
-        Digits per out-of-domain sequence.
+    **generation
+        :func:`prepare_moving_mnist`'s parameters but ``n_frames`` (``input_len +
+        output_len``) and ``n_test_ood`` (``n_test`` with ``ood_test``): ``n_train``,
+        ``n_val``, ``n_test``, ``n_digits``, ``mnist_path``, ``seed``, ``ood_digits``,
+        ... (defaults as there: the paper's 10,000 / 2,000 / 3,000 two-digit
+        sequences).
 
     Returns
     -------
     dict of str to torch.utils.data.Dataset
         Keys ``"train"``, ``"val"``, ``"test"`` (and ``"test_ood"``).
+
+    Raises
+    ------
+    TypeError
+        For a keyword that is not one of these.
     """
     _check_int("input_len", input_len, 1)
     _check_int("output_len", output_len, 1)
     if test_seq_path is not None:
         _open_test_seq(test_seq_path)  # validate early, before generating
+    check_forwarded(moving_mnist_datasets, generation)
+    default_n_test = (
+        inspect.signature(prepare_moving_mnist).parameters["n_test"].default
+    )
+    n_test = int(generation.pop("n_test", default_n_test))
     paths = prepare_moving_mnist(
         root,
-        n_train=n_train,
-        n_val=n_val,
         n_test=0 if test_seq_path is not None else n_test,
-        n_digits=n_digits,
-        mnist_path=mnist_path,
-        seed=seed,
         n_frames=input_len + output_len,
         n_test_ood=n_test if ood_test else 0,
-        ood_digits=ood_digits,
+        **generation,
     )
     datasets: dict[str, Dataset] = {
         split: MovingMNISTDataset(path, input_len, output_len)

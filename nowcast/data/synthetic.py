@@ -50,6 +50,7 @@ import xarray as xr
 from scipy.linalg import expm
 
 from nowcast.data.radar import make_radar_dataset, write_radar
+from nowcast.signatures import check_forwarded, forwards_to
 
 __all__ = [
     "SYNTHETIC_VERSION",
@@ -572,13 +573,14 @@ def _fit_on_train_blocks(
     return pre, "train blocks"
 
 
+@forwards_to(prepare_synthetic)
 def synthetic_datasets(
     root: str | os.PathLike,
     input_len: int = 5,
     output_len: int = 15,
     seed: int = 0,
     stride: int = 1,
-    **prepare_kwargs,
+    **prepare_kwargs: Any,
 ) -> dict:
     """Train / val / test window datasets over the (cached) embedded default.
 
@@ -593,6 +595,7 @@ def synthetic_datasets(
     """
     from nowcast.data.dataset import radar_datasets
 
+    check_forwarded(synthetic_datasets, prepare_kwargs)
     path = prepare_synthetic(root, seed=seed, **prepare_kwargs)
     return radar_datasets(
         path, input_len=input_len, output_len=output_len, seed=seed, stride=stride

@@ -20,11 +20,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from nowcast.signatures import check_forwarded, forwards_to
 
 __all__ = [
     "KTH_PERSON_PATTERN",
@@ -264,26 +267,28 @@ class VideoFolderDataset(Dataset):
         return clip, torch.tensor(video.label, dtype=torch.int64)
 
 
+@forwards_to(VideoFolderDataset, sets=("people", "random_flip"))
 def video_folder_datasets(
     root: str | Path,
     split_people: Mapping[str, Sequence[int]] | None = None,
-    clip_len: int = 15,
-    frame_size: Sequence[int] = (60, 80),
-    grey: bool = True,
-    person_pattern: str = KTH_PERSON_PATTERN,
-    cache_dir: str | Path | None = None,
     random_flip_train: bool = True,
+    **clip_options: Any,
 ) -> dict[str, VideoFolderDataset]:
     """``{"train", "val", "test"}`` clips of a video folder, split by person.
 
     ``split_people`` maps each split to its person ids (default :data:`KTH_SPLIT`);
-    the splits must not share a person. Only the training split is flipped at random.
+    the splits must not share a person. Only the training split is flipped at random
+    (``random_flip_train``). ``clip_options`` are :class:`VideoFolderDataset`'s
+    (``clip_len``, ``frame_size``, ``grey``, ``person_pattern``, ``cache_dir``).
 
     Raises
     ------
     ValueError
         If a person is in two splits, or a split's key is not train / val / test.
+    TypeError
+        For a keyword that is not a :class:`VideoFolderDataset` option.
     """
+    check_forwarded(video_folder_datasets, clip_options)
     split_people = dict(KTH_SPLIT if split_people is None else split_people)
     if set(split_people) != {"train", "val", "test"}:
         raise ValueError(
@@ -303,12 +308,8 @@ def video_folder_datasets(
         split: VideoFolderDataset(
             root,
             people,
-            clip_len=clip_len,
-            frame_size=frame_size,
-            grey=grey,
-            person_pattern=person_pattern,
-            cache_dir=cache_dir,
             random_flip=random_flip_train and split == "train",
+            **clip_options,
         )
         for split, people in split_people.items()
     }

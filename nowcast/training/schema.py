@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from nowcast.signatures import accepted_keywords
 
 __all__ = [
     "ConfigError",
@@ -358,13 +359,9 @@ def check_target(node: Mapping[str, Any], path: str, errors: list[str]) -> None:
     if obj is None:
         errors.append(f"{path}._target_={target!r}: cannot be imported")
         return
-    try:
-        params = inspect.signature(obj).parameters
-    except (TypeError, ValueError):
+    known = accepted_keywords(obj)
+    if known is None:
         return
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    known = {n for n, p in params.items() if p.kind is not p.VAR_POSITIONAL}
     for key in node:
         if not key.startswith("_") and key not in known:
             errors.append(
