@@ -639,15 +639,8 @@ def generate_moving_mnist(
     if digits is None:
         digits = load_digit_subset().images
     digits = _as_uint8_digits(digits)
-    traj = sample_trajectories(
-        n_sequences,
-        n_frames,
-        size,
-        n_digits,
-        digits.shape[0],
-        digits.shape[1:],
-        speed_range,
-        np.random.default_rng(seed),
+    traj = _digit_trajectories(
+        digits, n_sequences, n_frames, size, n_digits, speed_range, seed
     )
     frames = np.empty((n_sequences, n_frames, size, size), np.float32)
     canvas = np.empty((min(n_sequences, _CHUNK), n_frames, size, size), np.uint8)
@@ -656,6 +649,23 @@ def generate_moving_mnist(
         drawn = render_sequences(digits, part, size, out=canvas[: len(part[2])])
         np.divide(drawn, np.float32(255), out=frames[i : i + _CHUNK])
     return (frames, traj) if return_trajectories else frames
+
+
+def _digit_trajectories(
+    digits: np.ndarray,
+    n: int,
+    n_frames: int,
+    size: int,
+    n_digits: int,
+    speed_range: tuple[float, float],
+    seed: int | np.random.SeedSequence | None,
+) -> Trajectories:
+    """:func:`sample_trajectories` of ``n`` sequences drawing from ``digits`` (N, h, w)."""
+    rng = np.random.default_rng(seed)
+    n_images, digit_shape = digits.shape[0], digits.shape[1:]
+    return sample_trajectories(
+        n, n_frames, size, n_digits, n_images, digit_shape, speed_range, rng
+    )
 
 
 def _check_int(name: str, value: int, minimum: int) -> None:
@@ -687,16 +697,7 @@ def _write_split(
     """Generate one split straight into a uint8 .npy file, atomically."""
     # All random draws first (small), then render in chunks: the result does not
     # depend on the chunk size.
-    traj = sample_trajectories(
-        n,
-        n_frames,
-        size,
-        n_digits,
-        digits.shape[0],
-        digits.shape[1:],
-        speed_range,
-        np.random.default_rng(seed),
-    )
+    traj = _digit_trajectories(digits, n, n_frames, size, n_digits, speed_range, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
         prefix=path.name + ".", suffix=".tmp", dir=path.parent
