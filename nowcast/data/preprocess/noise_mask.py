@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,10 @@ def _noise_clusters(
     return []
 
 
+_COERCE = {"int": int, "float": float}
+
+
+@dataclass(eq=False)
 class NoiseMask:
     """Persistent noisy pixels (ground clutter) found by K-Means on monthly means.
 
@@ -208,41 +213,32 @@ class NoiseMask:
         True where a pixel is noisy and must be excluded (after :meth:`fit`).
     """
 
-    def __init__(
-        self,
-        n_clusters: int = 6,
-        z_threshold: float = 5.0,
-        gap_ratio: float = 2.5,
-        max_fraction: float = 0.2,
-        max_samples: int = 200_000,
-        seed: int = 0,
-    ):
-        if int(n_clusters) != n_clusters or n_clusters < 2:
-            raise ValueError(f"n_clusters must be an integer >= 2, got {n_clusters!r}")
-        if not 0 < max_fraction <= 1:
-            raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
-        self.n_clusters = int(n_clusters)
-        self.z_threshold = float(z_threshold)
-        self.gap_ratio = float(gap_ratio)
-        self.max_fraction = float(max_fraction)
-        self.max_samples = int(max_samples)
-        self.seed = int(seed)
-        self.mask: np.ndarray | None = None
-        self.centroids: np.ndarray | None = None
-        self.noise_clusters: list[int] = []
-        self.months: np.ndarray | None = None
-        self.threshold: float | None = None
+    n_clusters: int = 6
+    z_threshold: float = 5.0
+    gap_ratio: float = 2.5
+    max_fraction: float = 0.2
+    max_samples: int = 200_000
+    seed: int = 0
+    # set by fit
+    mask: np.ndarray | None = field(default=None, init=False, repr=False)
+    centroids: np.ndarray | None = field(default=None, init=False, repr=False)
+    noise_clusters: list[int] = field(default_factory=list, init=False)
+    months: np.ndarray | None = field(default=None, init=False, repr=False)
+    threshold: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        n = self.n_clusters
+        if int(n) != n or n < 2:
+            raise ValueError(f"n_clusters must be an integer >= 2, got {n!r}")
+        if not 0 < self.max_fraction <= 1:
+            raise ValueError(f"max_fraction must be in (0, 1], got {self.max_fraction}")
+        for f in fields(self):
+            if f.init:  # the annotated type, also from YAML floats and numpy scalars
+                setattr(self, f.name, _COERCE[f.type](getattr(self, f.name)))
 
     def params(self) -> dict:
         """Constructor parameters (JSON-serialisable)."""
-        return {
-            "n_clusters": self.n_clusters,
-            "z_threshold": self.z_threshold,
-            "gap_ratio": self.gap_ratio,
-            "max_fraction": self.max_fraction,
-            "max_samples": self.max_samples,
-            "seed": self.seed,
-        }
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
     def fit(
         self,
