@@ -61,26 +61,12 @@ _DIS_PRESETS = {
 }
 
 
-# The public face of the registry, like the importers' register_preset / get_preset.
-def register_method(name: str) -> Callable[[FlowMethod], FlowMethod]:
-    """Decorator adding a flow method to the registry under ``name``."""
-    return _METHODS.register(name)
-
-
-def available_methods() -> list[str]:
-    """Names accepted by :func:`get_method` and :func:`estimate_flow`."""
-    return _METHODS.names()
-
-
-def get_method(name: str) -> FlowMethod:
-    """Return the flow method registered as ``name``.
-
-    Raises
-    ------
-    ValueError
-        If ``name`` is unknown; the message lists the available names.
-    """
-    return _METHODS.lookup(name)
+# The registry's public face (as the importers' presets and the training tasks):
+# register_method(name) decorates (prev, next, **params) -> flow; get_method(name)
+# raises a ValueError listing available_methods() for an unknown name.
+register_method = _METHODS.register
+available_methods = _METHODS.names
+get_method = _METHODS.lookup
 
 
 _LOCAL = threading.local()

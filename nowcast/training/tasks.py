@@ -110,15 +110,10 @@ TaskBuilder = Callable[[TaskSetup], TrainingTask]
 _TASKS: Registry[TaskBuilder] = Registry("training task")
 
 
-def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
-    """Decorator: register ``builder(setup: TaskSetup) -> task`` as ``name``."""
-
-    return _TASKS.register(name)
-
-
-def available_tasks() -> list[str]:
-    """Names accepted by the ``task`` config key."""
-    return _TASKS.names()
+# register_task(name) decorates a builder(setup: TaskSetup) -> task; the ``task``
+# config key accepts available_tasks().
+register_task = _TASKS.register
+available_tasks = _TASKS.names
 
 
 def build_task(

@@ -211,20 +211,9 @@ def register_preset(preset: Preset, overwrite: bool = False) -> Preset:
     return preset
 
 
-def available_presets() -> list[str]:
-    """Names of the registered archive presets, sorted."""
-    return PRESETS.names()
-
-
-def get_preset(name: str) -> Preset:
-    """Return the archive preset registered under ``name``.
-
-    Raises
-    ------
-    ValueError
-        For an unknown name, listing the available ones.
-    """
-    return PRESETS.lookup(name)
+# get_preset(name) raises a ValueError listing available_presets() for an unknown name.
+available_presets = PRESETS.names
+get_preset = PRESETS.lookup
 
 
 def resolve_preset(
