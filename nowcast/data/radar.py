@@ -450,6 +450,20 @@ def radar_paths(path_or_paths: PathLike | Iterable[PathLike]) -> list[Path]:
     return paths
 
 
+# open_mfdataset options for files that are consecutive pieces of one archive: stack
+# them along time as they are, taking coordinates and attributes from the first file
+# instead of comparing or aligning them (each file was validated when written).
+_CONCAT_IN_TIME = {
+    "combine": "nested",
+    "concat_dim": "time",
+    "data_vars": "minimal",
+    "coords": "minimal",
+    "compat": "override",
+    "join": "override",
+    "combine_attrs": "override",
+}
+
+
 def open_radar(
     path_or_paths: PathLike | Iterable[PathLike],
     chunk_time: int | None = 64,
@@ -493,16 +507,7 @@ def open_radar(
             ds = xr.open_dataset(paths[0], engine=engine, chunks=chunks)
         else:
             ds = xr.open_mfdataset(
-                paths,
-                engine=engine,
-                chunks=chunks,
-                combine="nested",
-                concat_dim="time",
-                data_vars="minimal",
-                coords="minimal",
-                compat="override",
-                join="override",
-                combine_attrs="override",
+                paths, engine=engine, chunks=chunks, **_CONCAT_IN_TIME
             )
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         raise unreadable(paths, err) from err
