@@ -22,7 +22,6 @@ from nowcast.data.importers.base import (
     Grid,
     PathLike,
     Preset,
-    compile_time_pattern,
     parse_time,
     read_frames,
     register_preset,
@@ -164,7 +163,7 @@ class NetCDFPreset(Preset):
         elif "time" in da.coords:
             t = np.atleast_1d(da["time"].values)
         elif self.pattern is not None:
-            t = np.array([parse_time(path, compile_time_pattern(self.pattern))])
+            t = np.array([parse_time(path, self.pattern)])
         else:
             raise ValueError(
                 f"{path} has no time variable or coordinate; pass time_variable=... or a "
