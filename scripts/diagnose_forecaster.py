@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from nowcast.baselines import Persistence, Rover
+from nowcast.cli import hydra_entry
 from nowcast.evaluation.run import evaluation_settings
 from nowcast.training import train
 from nowcast.training.diagnostics import (
@@ -32,8 +32,8 @@ from nowcast.training.diagnostics import (
 from nowcast.training.trainer import Callbacks, build_datasets
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    """Train with the lead-curve recorder and plot the curves against the baselines."""
     diag = dict(cfg.get("diagnose") or {})
     every, max_batches = int(diag.get("every", 50)), int(diag.get("max_batches", 4))
     plain = OmegaConf.to_container(cfg, resolve=True)
@@ -52,6 +52,9 @@ def main(cfg: DictConfig) -> None:
     fig = plot_lead_curves(recorder.rows, refs)
     fig.savefig(run_dir / "lead_curves.png", dpi=90)
     print(f"learning curves: {run_dir / 'lead_curves.csv'}, lead_curves.png")
+
+
+main = hydra_entry(run, "train")
 
 
 if __name__ == "__main__":

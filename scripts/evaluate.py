@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from nowcast.cli import hydra_entry
 from nowcast.evaluation.run import evaluate_datasets, model_label, tuned_baselines
 from nowcast.training.checkpoint import load_checkpoint, load_forecaster
 
@@ -119,9 +119,12 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+def run(cfg: DictConfig) -> dict:
+    """:func:`evaluate` into hydra's run directory."""
+    return evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+main = hydra_entry(run, "evaluate", bad_input=(ValueError,))
 
 
 if __name__ == "__main__":

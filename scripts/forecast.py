@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from nowcast.cli import hydra_entry
 from nowcast.operational import (
     ForecastResult,
     LoadedForecaster,
@@ -71,10 +71,7 @@ def run(cfg: DictConfig) -> ForecastResult:
     return result
 
 
-@hydra.main(version_base=None, config_path="../configs", config_name="forecast")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point: ``python scripts/forecast.py key=value ...``."""
-    run(cfg)
+main = hydra_entry(run, "forecast", bad_input=(ValueError,))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from nowcast.cli import hydra_entry
 from nowcast.data.importers import import_archive
 
 
@@ -48,13 +48,9 @@ def run(cfg: DictConfig) -> list[Path]:
     return written
 
 
-@hydra.main(
-    version_base=None,
-    config_path="../configs/importer",
-    config_name="import_radar",
+main = hydra_entry(
+    run, "import_radar", config_path="../configs/importer", bad_input=(ValueError,)
 )
-def main(cfg: DictConfig) -> None:
-    run(cfg)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from nowcast.cli import hydra_entry
 from nowcast.data.preprocess import preprocess_archive
 
 
@@ -54,11 +54,7 @@ def run(cfg: DictConfig) -> Path:
     return written
 
 
-# the hydra entry point every script has (run(cfg) stays callable from tests)
-@hydra.main(version_base=None, config_path="../configs", config_name="preprocess")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point: ``python scripts/preprocess.py key=value ...``."""
-    run(cfg)
+main = hydra_entry(run, "preprocess", bad_input=(ValueError,))
 
 
 if __name__ == "__main__":

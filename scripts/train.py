@@ -28,15 +28,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
+from nowcast.cli import hydra_entry
 from nowcast.training import NonFiniteLossError, train
 from nowcast.training.preemption import EXIT_PREEMPTED, TrainingPreempted
-from nowcast.training.schema import ConfigError
-
-#: Errors that are about the user's input: reported without a traceback.
-BAD_INPUT = (ConfigError, OSError, NonFiniteLossError)
 
 
 def _quiet_hydra_on_workers() -> None:
@@ -81,27 +77,26 @@ def _hydra_run_dir() -> Path | None:
         return None
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> float:
+def _clean_up_run_dir() -> None:
+    """After a bad input, no run directory is left that holds only hydra's files."""
+    run_dir = _hydra_run_dir()
+    if run_dir is not None and int(os.environ.get("RANK", "0")) == 0:
+        _remove_if_only_hydra_files(run_dir)
+
+
+def run(cfg: DictConfig) -> float:
     """Train; returns the best validation loss (for hydra sweepers)."""
     try:
         metrics = train(cfg)
     except TrainingPreempted as stopped:
         print(stopped, file=sys.stderr, flush=True)
         sys.exit(EXIT_PREEMPTED)
-    except BAD_INPUT as err:
-        run_dir = _hydra_run_dir()
-        if run_dir is not None and int(os.environ.get("RANK", "0")) == 0:
-            _remove_if_only_hydra_files(run_dir)
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(
-            f"error: {err}\n(set HYDRA_FULL_ERROR=1 for the traceback)",
-            file=sys.stderr,
-            flush=True,
-        )
-        sys.exit(1)
     return float(metrics["best_val_loss"])
+
+
+main = hydra_entry(
+    run, "train", bad_input=(NonFiniteLossError,), on_error=_clean_up_run_dir
+)
 
 
 if __name__ == "__main__":
