@@ -17,6 +17,10 @@ from nowcast.data.radar import make_radar_dataset, write_radar
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: ``preprocess_archive`` / ``Preprocessor`` options that keep every frame's geometry
+#: (no crop, no disk filter, no resize) and show no progress bar.
+SAME_GEOMETRY = dict(crop_size=None, disk_radius=0, resize_to=None, progress=False)
+
 
 def load_script(path: str | Path, name: str | None = None) -> ModuleType:
     """Import a script (``scripts/``, ``benchmarks/``: not packages) as a module.

@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 import pytest
+from support import SAME_GEOMETRY
 
 from nowcast.baselines.persistence import Persistence
 from nowcast.data.dataset import radar_datasets
@@ -37,7 +38,6 @@ ROWS = np.arange(SIZE)[:, None] * np.ones((1, SIZE))
 INPUT = (ROWS < 16).astype(np.float64)  # rain mask of the input frames
 TARGET = ((ROWS >= 8) & (ROWS < 24)).astype(np.float64)
 OBSERVED = ROWS >= 4  # in the target frames
-IDENTITY = dict(crop_size=None, disk_radius=0, resize_to=None, progress=False)
 EVALUATION = {"bootstrap": {"n_resamples": 0}, "device": "cpu", "batch_size": 4}
 
 
@@ -63,7 +63,7 @@ def _hand_mse(pred: np.ndarray, truth: np.ndarray) -> float:
 def _persistence_scores(tmp_path, raw, zr=None, **preprocess):
     path = write_radar(raw, tmp_path / "raw.nc")
     out = preprocess_archive(
-        path, tmp_path / "processed.nc", noise_mask=False, **IDENTITY, **preprocess
+        path, tmp_path / "processed.nc", noise_mask=False, **SAME_GEOMETRY, **preprocess
     )
     zr_a, zr_b = zr or (None, None)
     test = radar_datasets(

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from support import SAME_GEOMETRY
 from torch.utils.data import DataLoader
 
 from nowcast.data.dataset import RadarWindowDataset, radar_datasets, rainiest_windows
@@ -182,17 +183,8 @@ def test_coverage_survives_preprocess_frame_by_frame(tmp_path):
     values[10:20, disc_a] = np.nan
     values[20:, disc_b] = np.nan
     raw = write_radar(_raw(values), tmp_path / "raw.nc")
-    out = preprocess_archive(
-        raw,
-        tmp_path / "proc.nc",
-        fit_on="all",
-        progress=False,
-        crop_size=None,
-        disk_radius=1,
-        resize_to=None,
-        noise_mask=False,
-        chunk_time=4,
-    )
+    options = {**SAME_GEOMETRY, "disk_radius": 1, "noise_mask": False, "chunk_time": 4}
+    out = preprocess_archive(raw, tmp_path / "proc.nc", fit_on="all", **options)
     ds = radar_datasets(out, 5, 15, block_len=20, counts=(0, 0, 1))["test"]
     assert ds.has_coverage and len(ds) == 2
     # window 0: frames 0-19, targets 5-19; window 1: frames 20-39, targets 25-39
@@ -232,7 +224,7 @@ def _clutter_archive(tmp_path) -> str:
 
 def test_split_that_tests_on_fitting_frames_is_refused(tmp_path):
     raw = _clutter_archive(tmp_path)
-    kw = dict(progress=False, crop_size=None, disk_radius=0, resize_to=None)
+    kw = SAME_GEOMETRY
     train_fit = preprocess_archive(raw, tmp_path / "a.nc", **kw)  # 40-frame blocks
     with xr.open_dataset(train_fit) as f:
         assert f.attrs["noise_mask_fit_on"] == "train"
@@ -267,15 +259,7 @@ def test_split_that_tests_on_fitting_frames_is_refused(tmp_path):
 
 def test_nothing_fitted_means_nothing_to_refuse(tmp_path):
     raw = _clutter_archive(tmp_path)
-    out = preprocess_archive(
-        raw,
-        tmp_path / "n.nc",
-        progress=False,
-        crop_size=None,
-        disk_radius=0,
-        resize_to=None,
-        noise_mask=False,
-    )
+    out = preprocess_archive(raw, tmp_path / "n.nc", noise_mask=False, **SAME_GEOMETRY)
     with xr.open_dataset(out) as f:
         assert f.attrs["noise_mask_fit_on"] == "none"
     test = radar_datasets(out, 5, 15, block_len=20, counts=(0, 0, 1))["test"]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from support import SAME_GEOMETRY
 
 from nowcast.data.preprocess import (
     MinMaxNormalizer,
@@ -355,15 +356,7 @@ def test_transform_to_file_is_atomic(small_synthetic, tmp_path, monkeypatch):
 def test_preprocessor_fits_missing_bounds():
     ds = _constant_radar(5.0)
     ds["intensity"][0, 0, 0] = 1.0
-    pre = Preprocessor(
-        zmin=None,
-        zmax=None,
-        crop_size=None,
-        disk_radius=0,
-        resize_to=None,
-        noise_mask=False,
-        progress=False,
-    )
+    pre = Preprocessor(zmin=None, zmax=None, noise_mask=False, **SAME_GEOMETRY)
     out = pre.fit_transform(ds)
     # fitted bounds 1 and 5: the minimum maps to 0, the rest to 1
     assert (out.attrs["zmin"], out.attrs["zmax"]) == (1.0, 5.0)

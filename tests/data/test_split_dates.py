@@ -7,6 +7,7 @@ nowcast/data/split.py (``date_split``, ``cut_at_changes``) and its use by
 import numpy as np
 import pytest
 import xarray as xr
+from support import SAME_GEOMETRY
 
 from nowcast.data.dataset import radar_datasets
 from nowcast.data.preprocess import preprocess_archive
@@ -130,16 +131,9 @@ def test_event_ids_survive_preprocessing_and_cut_block_split(tmp_path):
     raw = make_radar_dataset(np.full((90, 4, 4), 2.0, np.float32), times, "kg m-2")
     raw["event_id"] = (("time",), events)
     raw_path = write_radar(raw, tmp_path / "raw.nc")
+    bounds = {"zmin": 0.0, "zmax": 81.3253}
     out = preprocess_archive(
-        raw_path,
-        tmp_path / "p.nc",
-        progress=False,
-        crop_size=None,
-        disk_radius=0,
-        resize_to=None,
-        noise_mask=False,
-        zmin=0.0,
-        zmax=81.3253,
+        raw_path, tmp_path / "p.nc", noise_mask=False, **bounds, **SAME_GEOMETRY
     )
     with xr.open_dataset(out) as f:
         assert f["event_id"].values.tolist() == events.tolist()
