@@ -233,13 +233,12 @@ def date_split(
     labels : numpy.ndarray, shape (T,), optional
         Per-frame sequence label (the SEVIR ``event_id``); blocks never span two.
     cadence : numpy.timedelta64, optional
-        Time step; inferred when omitted.
+        As in :func:`block_split`.
 
     Returns
     -------
     dict
-        ``{"train": [...], "val": [...], "test": [...]}``, each a time-sorted list of
-        half-open ``(start, stop)`` index ranges.
+        As :func:`block_split`'s: the splits' time-sorted half-open index ranges.
     """
     bounds = parse_split_dates(dates)
     times = np.asarray(times, dtype="datetime64[ns]")
