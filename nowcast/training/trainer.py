@@ -470,10 +470,7 @@ def train(
         with StopRequest() as stop_request:
             run = _set_up(cfg, plain, env, run_dir, callbacks)
             metrics = _train(run, stop_request)
-    except TrainingPreempted:
-        cleanup_distributed()  # (every rank stopped at the same step, after a barrier)
-        raise
-    except BaseException:
+    except BaseException:  # a preempted run: every rank stopped at the same step
         cleanup_distributed()
         raise
     cleanup_distributed(synchronize=True)
@@ -918,7 +915,7 @@ class _Loop:
         if run.callbacks.on_loss is not None:
             loss = run.callbacks.on_loss(state.step + 1, loss)
         value = float(loss.detach())
-        if not self._agreed_finite(loss):
+        if not self._agreed_finite(value):
             self.nonfinite("loss", value)
             return value, n_local
         run.scaler.scale(loss).backward()
@@ -941,20 +938,19 @@ class _Loop:
             state.first_train_loss = value
         return value, n_local
 
-    def _agreed_finite(self, loss: torch.Tensor) -> bool:
-        """Whether the loss is finite on every rank (all ranks take one decision).
+    def _agreed_finite(self, value: float) -> bool:
+        """Whether the loss ``value`` is finite on every rank (one decision for all).
 
         Under DDP the same (one) all-reduce also tells every rank whether any of
         them received a preemption signal (:attr:`stop_agreed`).
         """
+        finite = math.isfinite(value)
         if not self.run.env.distributed:
-            return bool(torch.isfinite(loss.detach()))
-        flags = torch.stack(
-            [
-                torch.isfinite(loss.detach()).to(torch.float32),
-                torch.tensor(float(self.stop_request.signal_name is not None)),
-            ]
-        ).to(self.device)
+            return finite
+        stopping = self.stop_request.signal_name is not None
+        flags = torch.tensor(
+            [float(finite), float(stopping)], dtype=torch.float32, device=self.device
+        )
         flags = all_reduce_sum(flags)
         self.stop_agreed = bool(flags[1] > 0)
         return float(flags[0]) >= self.run.env.world_size
