@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from nowcast.evaluation.evaluate import is_main_process
 from nowcast.training.distributed import all_reduce_sum
 from nowcast.training.schema import TASK_SCHEMAS, EvaluationSchema, LossSchema, spec
 from nowcast.training.tasks import (
@@ -45,7 +46,6 @@ __all__ = [
     "SeriesLossSchema",
     "SeriesTask",
     "evaluate_task_checkpoint",
-    "is_main_process",
     "warmup_cosine",
 ]
 
@@ -82,12 +82,6 @@ def warmup_cosine(
         )
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def is_main_process() -> bool:
-    """True outside ``torch.distributed`` and on rank 0 (the one that writes files)."""
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 class _TaskBase(DeviceTask):

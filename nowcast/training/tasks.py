@@ -123,13 +123,8 @@ def build_task(
     amp_dtype: torch.dtype | None = None,
 ) -> TrainingTask:
     """The task named by ``cfg["task"]`` (default ``"forecast"``), built for a run."""
-    name = str(cfg.get("task") or "forecast")
-    if name not in _TASKS:
-        raise ValueError(
-            f"task={name!r} is not a known training task; available: "
-            f"{', '.join(available_tasks())}"
-        )
-    return _TASKS[name](TaskSetup(cfg, datasets, device, amp_dtype))
+    builder = _TASKS.lookup(str(cfg.get("task") or "forecast"))
+    return builder(TaskSetup(cfg, datasets, device, amp_dtype))
 
 
 def autocast(
