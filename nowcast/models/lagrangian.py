@@ -32,6 +32,7 @@ from nowcast.baselines.advection import advect_fields, departure_grid
 from nowcast.baselines.rover import Rover
 from nowcast.forecast import check_n_steps, check_sequence
 from nowcast.models.encoder_forecaster import EncoderForecaster
+from nowcast.signatures import check_forwarded, forwards_to
 
 __all__ = ["LagrangianForecaster"]
 
@@ -39,6 +40,7 @@ __all__ = ["LagrangianForecaster"]
 PROB_EPS = 1e-6
 
 
+@forwards_to(EncoderForecaster, sets=("residual", "copy_gate"))
 class LagrangianForecaster(nn.Module):
     """ConvLSTM (or ConvGRU) encoder-forecaster in the frame of the ROVER motion.
 
@@ -75,12 +77,7 @@ class LagrangianForecaster(nn.Module):
         **core: Any,
     ) -> None:
         super().__init__()
-        for fixed in ("residual", "copy_gate"):
-            if fixed in core:
-                raise ValueError(
-                    f"{fixed} is fixed in LagrangianForecaster (residual=True), got "
-                    f"{fixed}={core[fixed]!r}"
-                )
+        check_forwarded(LagrangianForecaster, core)  # residual, copy_gate: fixed
         self.core = EncoderForecaster(
             in_channels=in_channels,
             patch_size=patch_size,

@@ -9,6 +9,7 @@ from nowcast.baselines.advection import advect_fields, departure_grid
 from nowcast.baselines.rover import Rover
 from nowcast.forecast import Forecaster
 from nowcast.models.lagrangian import LagrangianForecaster
+from nowcast.signatures import accepted_keywords
 
 ROVER = {"variant": 2, "method": "dis", "alpha": 20.0, "patch_size": 8}
 
@@ -112,3 +113,13 @@ def test_errors():
         model.predict(torch.rand(1, 1, 1, 8, 8), 2)
     with pytest.raises(ValueError):
         model.predict(torch.rand(1, 3, 1, 8, 8), 0)
+
+
+def test_core_options_are_the_encoder_forecasters_but_the_fixed_ones():
+    with pytest.raises(TypeError, match="residual"):  # always residual=True
+        LagrangianForecaster(residual=False)
+    with pytest.raises(TypeError, match="hiden_channels"):
+        LagrangianForecaster(hiden_channels=(4,))
+    known = accepted_keywords(LagrangianForecaster)
+    assert {"cell", "peephole", "input_kernel_size", "rover"} <= known
+    assert not {"residual", "copy_gate"} & known  # so config validation refuses them
