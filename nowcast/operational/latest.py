@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from nowcast.data import importers
-from nowcast.data.radar import intensity_name, open_radar, validate_radar
+from nowcast.data.radar import intensity_name, is_zarr, open_radar, validate_radar
 
 __all__ = [
     "format_times",
@@ -110,22 +110,6 @@ def select_latest(
 
 
 # ------------------------------------------------------------------ input kinds
-def _is_zarr(path: Path) -> bool:
-    return path.suffix == ".zarr"
-
-
-def _open_zarr(path: Path) -> xr.Dataset:
-    """A radar data set in a zarr store, opened lazily."""
-    try:
-        ds = xr.open_zarr(path, consolidated=None)
-    except Exception as err:  # noqa: BLE001 - any failure: not a readable store
-        raise OSError(
-            f"could not open the zarr store {path} ({err}); write it with "
-            "ds.to_zarr(...) from a radar data set in the nowcast convention"
-        ) from err
-    return validate_radar(ds, allow_nan=True, check_values=False)
-
-
 def _is_radar_netcdf(path: Path) -> bool:
     """Whether a netCDF file already follows the radar convention."""
     try:
@@ -193,14 +177,13 @@ def _read_raw(files: Sequence[Path], preset: str, options: Mapping) -> xr.Datase
     return importers.read_frames(list(files), preset, progress=False, **options)
 
 
-def _candidate_files(files: Sequence[Path], preset: str, n: int) -> list[Path]:
-    """The ``n`` newest raw files: by the time in their names, else by name."""
-    pattern = getattr(importers.get_preset(preset), "pattern", None)
-    if pattern:
-        times = np.array([importers.parse_time(f, pattern) for f in files])
-        order = np.argsort(times, kind="stable")
-        return [files[i] for i in order[-n:]]
-    return sorted(files, key=lambda f: f.name)[-n:]
+def _candidate_files(
+    files: Sequence[Path], preset: str, n: int, options: Mapping
+) -> list[Path]:
+    """The ``n`` newest raw files: by the time in their names (the preset's pattern,
+    or an overriding ``pattern=``), else by name."""
+    pattern = importers.resolve_preset(preset, **options).pattern
+    return importers.order_files(list(files), pattern)[0][-n:]
 
 
 def _radar_input(
@@ -208,8 +191,8 @@ def _radar_input(
 ) -> tuple[xr.Dataset | None, list[Path]]:
     """Open the input lazily when it is a radar data set; else list its raw files."""
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    if len(items) == 1 and _is_zarr(Path(items[0])):
-        return _open_zarr(Path(items[0])), [Path(items[0])]
+    if len(items) == 1 and is_zarr(items[0]):
+        return open_radar(items[0]), [Path(items[0])]
     files = importers.expand_paths(items)
     netcdf = [f for f in files if f.suffix == ".nc"]
     if preset is None and netcdf and _is_radar_netcdf(netcdf[-1]):
@@ -262,8 +245,9 @@ def read_latest(
     if ds is None:
         preset = preset or guess_preset(files)
         files = importers.expand_paths(paths, importers.get_preset(preset).glob)
-        files = _candidate_files(files, preset, int(input_len))
-        ds = _read_raw(files, preset, dict(options or {}))
+        options = dict(options or {})
+        files = _candidate_files(files, preset, int(input_len), options)
+        ds = _read_raw(files, preset, options)
     index = select_latest(ds["time"].values, input_len, cadence, where=where)
     ds = ds.isel(time=index).load()
     ds.attrs["intensity_variable"] = intensity_name(ds)

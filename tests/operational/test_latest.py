@@ -109,3 +109,15 @@ def test_radar_netcdf_and_zarr_inputs(tmp_path):
     latest, files = read_latest(store, 4)
     assert files == [store]
     np.testing.assert_array_equal(latest["time"].values, ds["time"].values[-4:])
+
+
+def test_a_pattern_override_also_picks_the_newest_files(fmi_files, tmp_path):
+    # renamed so that the preset's own pattern (%Y%m%d%H%M_fmi) no longer parses;
+    # the names sort the other way round from the times they hold
+    for f, name in zip(fmi_files, ("c", "b", "a"), strict=True):
+        stamp = f.name[:12]  # 201609281445, ...50, ...55
+        (tmp_path / f"{name}_{stamp}.pgm.gz").symlink_to(f)
+    options = {"pattern": "_%Y%m%d%H%M"}
+    ds, files = read_latest(tmp_path, 2, preset="fmi", options=options)
+    assert [f.name for f in files] == ["b_201609281450.pgm.gz", "a_201609281455.pgm.gz"]
+    assert ds["time"].values[-1] == np.datetime64("2016-09-28T14:55", "ns")
