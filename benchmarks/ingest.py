@@ -11,7 +11,7 @@ each worker count, three stages are timed:
 * ``decode``: reading and decoding every PNG to an array, nothing else (the ceiling
   of any importer);
 * ``import``: :func:`nowcast.data.importers.import_archive` with the HKO-7 preset to
-  one netCDF file (called with ``workers`` / ``scheduler`` when it takes them);
+  one netCDF file, decoding on ``workers`` processes;
 * ``preprocess``: :func:`nowcast.data.preprocess.preprocess_archive` with the paper's
   parameters (``configs/preprocess/hko.yaml``: noise mask fitted on the training
   blocks, crop 330, disk filter 10, resize 100) from the imported file.
@@ -31,7 +31,6 @@ worker count against 1 worker.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import shutil
 import sys
@@ -102,20 +101,10 @@ def _decode(paths: list[Path], workers: int, out: Path) -> None:
         pass
 
 
-def _preset() -> str:
-    from nowcast.data.importers import available_presets
-
-    names = available_presets()
-    return "hko" if "hko" in names else "hko7"
-
-
 def _import(paths: list[Path], workers: int, out: Path) -> None:
     from nowcast.data.importers import import_archive
 
-    kwargs = {"progress": False}
-    if "workers" in inspect.signature(import_archive).parameters:
-        kwargs["workers"] = workers
-    import_archive(paths, _preset(), out / "raw.nc", **kwargs)
+    import_archive(paths, PRESET, out / "raw.nc", progress=False, workers=workers)
 
 
 def _hko_params() -> dict:
@@ -123,6 +112,9 @@ def _hko_params() -> dict:
 
     return yaml.safe_load((REPO / "configs" / "preprocess" / "hko.yaml").read_text())
 
+
+#: The importer preset of the generated frames (HKO-7 PNG naming and scale).
+PRESET = "hko7"
 
 #: Frames of one day at 6 minutes: the fewest that hold the paper's 4 + 1 + 1 blocks of
 #: 40 frames, so that the noise mask can be fitted on the training blocks.

@@ -32,9 +32,7 @@ def test_generated_archive_imports_as_hko7(tmp_path):
         "RAD130601000600.png",
         "RAD130601001200.png",
     ]
-    (out,) = import_archive(
-        paths, ingest._preset(), tmp_path / "raw.nc", progress=False
-    )
+    (out,) = import_archive(paths, ingest.PRESET, tmp_path / "raw.nc", progress=False)
     ds = open_radar(out).load()
     steps = np.diff(ds["time"].values).astype("timedelta64[m]").astype(int)
     assert steps.tolist() == [6, 6]
