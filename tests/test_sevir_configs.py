@@ -6,7 +6,6 @@ run end to end on a tiny synthetic VIL archive (3 events of 49 frames, 8x8).
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).parent / "training"))
+from support import load_script  # noqa: E402
 from training_helpers import compose_config  # noqa: E402
 
 from nowcast.data.importers import sevir_vil_to_kgm2  # noqa: E402
@@ -22,8 +22,6 @@ from nowcast.data.importers.sevir import SEVIR_THRESHOLDS  # noqa: E402
 from nowcast.data.radar import make_radar_dataset, write_radar  # noqa: E402
 from nowcast.training.schema import validate_config  # noqa: E402
 from nowcast.training.trainer import build_datasets  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_sevir_experiment_scores_at_the_vil_thresholds_in_kg_m2():
@@ -62,12 +60,7 @@ def _vil_archive(path: Path) -> Path:
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_script", REPO / "scripts" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"scripts/{name}.py")
 
 
 def test_sevir_preprocess_and_date_split_end_to_end(tmp_path):
@@ -83,9 +76,11 @@ def test_sevir_preprocess_and_date_split_end_to_end(tmp_path):
     # 49-frame events, 25-frame windows (13 + 12), stride 1: 25 windows each
     assert {k: len(v) for k, v in sets.items()} == {"train": 25, "val": 25, "test": 25}
     assert sets["test"].starts.tolist() == list(range(98, 123))
-    inputs, targets = sets["val"][0][:2]  # frame 49: 4.9 kg m-2 / 81.3253
+    inputs, targets = sets["val"][0][:2]  # frame 49: 4.9 kg m-2 over zmax
     assert inputs.shape == (13, 1, 8, 8) and targets.shape == (12, 1, 8, 8)
-    assert float(inputs[0, 0, 0, 0]) == pytest.approx(4.9 / 81.3253, rel=1e-4)
+    assert float(inputs[0, 0, 0, 0]) == pytest.approx(
+        4.9 / float(sevir_vil_to_kgm2(255)), rel=1e-4
+    )
     assert sets["val"].source_units == "kg m-2"
 
 

@@ -10,7 +10,7 @@ import torch
 import xarray as xr
 from forecast_helpers import REAL, moving_blob
 from hydra import compose, initialize_config_dir
-from support import load_script
+from support import load_script, tiny_run_overrides
 
 from nowcast.data.georef import set_grid
 from nowcast.data.importers import read_image_frames
@@ -157,9 +157,6 @@ def test_cadence_and_forecaster_errors(tmp_path):
         _forecast("forecaster=persistence", f"input={REAL / 'fmi'}")
 
 
-PARAMS = ["zmin=-10", "zmax=60"]
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """A one-step training on 60 raw frames preprocessed to 16x16: (last.pt, raw)."""
@@ -170,13 +167,11 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
         disk_radius=2, resize_to=16, noise_mask=False,
     )  # fmt: skip
     overrides = [
-        "data=hko", f"data.root={processed}", "data.input_len=2",
-        "data.output_len=3", "data.stride=3", "+data.datasets.block_len=10",
-        "data.batch_size=4", "data.num_workers=0", "model=convlstm_small",
-        "model.hidden_channels=[4]", "trainer=debug", "trainer.max_steps=1",
-        "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
-        "logging.progress_bar=false", "logging.print_summary=false",
-        "logging.tensorboard=false", "evaluate_after_training=false",
+        *tiny_run_overrides(processed), "+data.datasets.block_len=10",
+        "trainer.max_steps=1", "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1", "logging.progress_bar=false",
+        "logging.print_summary=false", "logging.tensorboard=false",
+        "evaluate_after_training=false",
     ]  # fmt: skip
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import xarray as xr
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
+from support import load_script, processed_dataset
 
-from nowcast.data.radar import make_radar_dataset, write_radar
+from nowcast.data.radar import write_radar
 from nowcast.training.other_tasks import warmup_cosine
 from nowcast.training.trainer import train
 
@@ -75,11 +74,7 @@ def test_best_checkpoint_follows_validation_accuracy(classifier_run):
 
 def test_evaluate_script_reports_the_checkpoint(classifier_run, tmp_path):
     run_dir, metrics = classifier_run
-    spec = importlib.util.spec_from_file_location(
-        "ev", ROOT / "scripts" / "evaluate.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/evaluate.py")
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("evaluate", [f"ckpt_path={run_dir / 'checkpoints' / 'best.pt'}"])
     out = script.evaluate(cfg, tmp_path)
@@ -91,10 +86,8 @@ def test_series_task_end_to_end(tmp_path):
     torch.set_num_threads(1)
     t = np.arange(240, dtype=np.float32)
     rain = 0.01 * (1 + np.sin(2 * np.pi * t / 40))  # 0..2 mm/h, a 4-hour cycle
-    frames = np.broadcast_to(rain[:, None, None], (240, 8, 8)).astype(np.float32)
-    times = np.datetime64("2015-06-01T00:00") + np.arange(240) * np.timedelta64(6, "m")
-    ds = make_radar_dataset(frames.copy(), times, units="1")
-    ds["noise_mask"] = xr.DataArray(np.zeros((8, 8), np.uint8), dims=("y", "x"))
+    frames = np.broadcast_to(rain[:, None, None], (240, 8, 8))
+    ds = processed_dataset(frames, noise_first_column=False)  # 6-minute frames
     ds.attrs.update(zmin=0.0, zmax=100.0, source_units="mm/h")
     path = write_radar(ds, tmp_path / "p.nc")
     cfg = _cfg(
@@ -115,6 +108,7 @@ def test_series_task_end_to_end(tmp_path):
         }
     metrics = train(cfg, run_dir=tmp_path / "run")
     table = (tmp_path / "run" / "evaluation" / "series.md").read_text()
+    # the last lead: output_len 4 x 6 min = 24 min
     assert "| series model | 24 |" in table and "| Persistence | mean |" in table
     # the fields' persistence, area-averaged, is the series' persistence exactly
     assert metrics["test_persistence_fields_mae"] == pytest.approx(
