@@ -453,7 +453,9 @@ class RadarWindowDataset(Dataset):
             self.scale = _file_scale(self.path, attrs, zr_a, zr_b)
             self.zmin, self.zmax = self.scale.vmin, self.scale.vmax
             self.source_units = self.scale.units
-            self._data = pf.read(variable).astype(np.float32) if in_memory else None
+            self._data = (
+                pf.read(variable).astype(np.float32, copy=False) if in_memory else None
+            )
             self.has_coverage = COVERAGE in pf.names
             self._coverage = (
                 pf.read(COVERAGE).astype(bool)
@@ -496,7 +498,9 @@ class RadarWindowDataset(Dataset):
     def _frames(self, start: int, stop: int) -> np.ndarray:
         if self._data is not None:
             return self._data[start:stop]
-        return self._file().read(self.variable, start, stop).astype(np.float32)
+        return (
+            self._file().read(self.variable, start, stop).astype(np.float32, copy=False)
+        )
 
     def _covered(self, start: int, stop: int) -> np.ndarray:
         """Coverage (bool, (stop - start, H, W), True = observed) of frames."""

@@ -309,12 +309,16 @@ def netcdf_encoding(ds: xr.Dataset, chunk_time: int, complevel: int) -> dict:
     for var, da in ds.data_vars.items():
         enc: dict = {"zlib": complevel > 0, "complevel": complevel}
         if "time" in da.dims:
-            enc["chunksizes"] = tuple(
-                min(chunk_time, ds.sizes[d]) if d == "time" else ds.sizes[d]
-                for d in da.dims
-            )
+            enc["chunksizes"] = _time_chunks(ds, da, chunk_time)
         encoding[var] = enc
     return encoding
+
+
+def _time_chunks(ds: xr.Dataset, da: xr.DataArray, chunk_time: int) -> tuple:
+    """Chunk shape of a variable along ``time``: ``chunk_time`` whole frames."""
+    return tuple(
+        min(chunk_time, ds.sizes[d]) if d == "time" else ds.sizes[d] for d in da.dims
+    )
 
 
 def write_radar(
@@ -379,12 +383,7 @@ def is_zarr(path: PathLike) -> bool:
 def zarr_encoding(ds: xr.Dataset, chunk_time: int) -> dict:
     """Per-variable zarr chunks of :func:`write_radar`: ``chunk_time`` whole frames."""
     return {
-        var: {
-            "chunks": tuple(
-                min(chunk_time, ds.sizes[d]) if d == "time" else ds.sizes[d]
-                for d in da.dims
-            )
-        }
+        var: {"chunks": _time_chunks(ds, da, chunk_time)}
         for var, da in ds.data_vars.items()
         if "time" in da.dims
     }

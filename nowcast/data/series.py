@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import netCDF4
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from nowcast.data.dataset import ProcessedFile
 from nowcast.data.physical import GreyScale
 
 __all__ = [
@@ -130,15 +130,49 @@ def area_series(
 def _file_series(
     field: Any, region: np.ndarray, wet_pixel_threshold: float, chunk: int = 256
 ) -> np.ndarray:
-    """``(T, 2)`` series of every frame of a field data set's file, read in chunks."""
+    """``(T, 2)`` series of every frame of a field data set's file, read in chunks.
+
+    The file is read through :class:`~nowcast.data.dataset.ProcessedFile`, so a
+    processed netCDF and a ``*.zarr`` store both work.
+    """
     out = []
-    with netCDF4.Dataset(field.path) as nc:
-        var = nc.variables[field.variable]
-        var.set_auto_mask(False)
-        for start in range(0, var.shape[0], chunk):
-            grey = np.asarray(var[start : start + chunk], dtype=np.float32)
+    with ProcessedFile(field.path) as pf:
+        n_time = pf.shape(field.variable)[0]
+        for start in range(0, n_time, chunk):
+            grey = pf.read(field.variable, start, start + chunk)
+            grey = grey.astype(np.float32, copy=False)
             out.append(area_series(grey, region, field.scale, wet_pixel_threshold))
     return np.concatenate(out)
+
+
+def _usable_region(field: Any, region: np.ndarray) -> np.ndarray:
+    """The region less the clutter pixels of ``field.valid_mask``."""
+    valid = np.asarray(field.valid_mask, dtype=bool)
+    usable = np.asarray(region, dtype=bool) & valid
+    if not usable.any():
+        raise ValueError("the region holds no valid (non-clutter) pixel")
+    return usable
+
+
+def _full_series(
+    field: Any,
+    region: np.ndarray,
+    wet_pixel_threshold: float,
+    extra: np.ndarray | str | os.PathLike | None,
+) -> np.ndarray:
+    """``(T, 2 + k)`` features of every frame of ``field``'s file, extra appended."""
+    series = _file_series(field, region, wet_pixel_threshold)
+    if extra is None:
+        return series
+    extra = np.load(extra) if isinstance(extra, str | os.PathLike) else extra
+    extra = np.asarray(extra, dtype=np.float32)
+    if extra.shape[0] != len(series):
+        raise ValueError(
+            f"extra series must have one row per frame of {field.path} "
+            f"({len(series)}), got shape {extra.shape}"
+        )
+    extra = extra.reshape(len(series), -1)
+    return np.concatenate((series, extra), axis=1)
 
 
 class SeriesWindowDataset(Dataset):
@@ -176,23 +210,33 @@ class SeriesWindowDataset(Dataset):
         wet_pixel_threshold: float = 0.5,
         extra: np.ndarray | str | os.PathLike | None = None,
     ) -> None:
-        valid = np.asarray(field.valid_mask, dtype=bool)
-        self.region = np.asarray(region, dtype=bool) & valid
-        if not self.region.any():
-            raise ValueError("the region holds no valid (non-clutter) pixel")
+        region = _usable_region(field, region)
+        series = _full_series(field, region, float(wet_pixel_threshold), extra)
+        self._set_up(field, region, wet_pixel_threshold, series)
+
+    @classmethod
+    def _from_series(
+        cls,
+        field: Any,
+        region: np.ndarray,
+        wet_pixel_threshold: float,
+        series: np.ndarray,
+    ) -> SeriesWindowDataset:
+        """A data set over ``field``'s windows of an already computed ``series``."""
+        self = cls.__new__(cls)
+        self._set_up(field, region, wet_pixel_threshold, series)
+        return self
+
+    def _set_up(
+        self,
+        field: Any,
+        region: np.ndarray,
+        wet_pixel_threshold: float,
+        series: np.ndarray,
+    ) -> None:
+        self.region = region
         self.field = field
         self.wet_pixel_threshold = float(wet_pixel_threshold)
-        series = _file_series(field, self.region, self.wet_pixel_threshold)
-        if extra is not None:
-            extra = np.load(extra) if isinstance(extra, str | os.PathLike) else extra
-            extra = np.asarray(extra, dtype=np.float32)
-            if extra.shape[0] != len(series):
-                raise ValueError(
-                    f"extra series must have one row per frame of {field.path} "
-                    f"({len(series)}), got shape {extra.shape}"
-                )
-            extra = extra.reshape(len(series), -1)
-            series = np.concatenate((series, extra), axis=1)
         self.series = series
         self.starts = np.asarray(field.starts)
         self.block_ids = getattr(field, "block_ids", None)
@@ -217,13 +261,40 @@ def series_datasets(
     wet_pixel_threshold: float = 0.5,
     extra: np.ndarray | str | os.PathLike | None = None,
 ) -> dict[str, SeriesWindowDataset]:
-    """Series data sets over the splits of field data sets (one region for all)."""
+    """Series data sets over the splits of field data sets (one region for all).
+
+    Splits of the same file (as :func:`~nowcast.data.dataset.radar_datasets` gives)
+    share one series: the file is read and ``extra`` loaded once, not once a split.
+    """
     any_split = next(iter(fields.values()))
     region = region_mask(tuple(any_split.frame_shape), box=box, mask=mask)
-    return {
-        split: SeriesWindowDataset(field, region, wet_pixel_threshold, extra)
-        for split, field in fields.items()
-    }
+    wet_pixel_threshold = float(wet_pixel_threshold)
+    done: list[tuple[Any, np.ndarray, np.ndarray]] = []  # (field, region, series)
+    out = {}
+    for split, field in fields.items():
+        usable = _usable_region(field, region)
+        series = next(
+            (
+                series
+                for seen, seen_region, series in done
+                if _same_frames(seen, field) and np.array_equal(seen_region, usable)
+            ),
+            None,
+        )
+        if series is None:
+            series = _full_series(field, usable, wet_pixel_threshold, extra)
+            done.append((field, usable, series))
+        out[split] = SeriesWindowDataset._from_series(
+            field, usable, wet_pixel_threshold, series
+        )
+    return out
+
+
+def _same_frames(a: Any, b: Any) -> bool:
+    """Whether two field data sets read the same frames on the same grey scale."""
+    return (
+        Path(a.path) == Path(b.path) and a.variable == b.variable and a.scale == b.scale
+    )
 
 
 def synthetic_series_datasets(

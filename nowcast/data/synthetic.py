@@ -560,15 +560,13 @@ def _fit_on_train_blocks(
     """A Preprocessor fitted on the training blocks of ``raw`` (all frames when it
     has none), and which of the two it was fitted on."""
     from nowcast.data.preprocess import Preprocessor
-    from nowcast.data.split import block_split
+    from nowcast.data.preprocess.archive import _train_fit_frames
 
-    train = block_split(raw["time"].values, seed=seed)["train"]
+    split, fit_index = _train_fit_frames(raw, block_len=40, counts=(4, 1, 1), seed=seed)
     pre = Preprocessor(**pre_params, progress=progress)
-    if not train:
+    if fit_index is None:
         pre.fit(raw, split={"fit_on": "all"})
         return pre, "all frames"
-    fit_index = np.concatenate([np.arange(a, b) for a, b in train])
-    split = {"fit_on": "train", "block_len": 40, "counts": [4, 1, 1], "seed": seed}
     pre.fit(raw.isel(time=fit_index), split=split)
     return pre, "train blocks"
 

@@ -182,6 +182,19 @@ def _cache_path(
     return cache_dir / f"{video.stem}_{digest}.npy"
 
 
+def _decoded_path(
+    video: Path, cache_dir: Path, frame_size: tuple[int, int], grey: bool
+) -> Path:
+    """The cached ``.npy`` of ``video``'s decoded frames, decoded first if missing."""
+    path = _cache_path(video, cache_dir, frame_size, grey)
+    if not path.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, decode_video(video, frame_size, grey))
+        tmp.replace(path)  # atomic: an interrupted pass leaves no half file
+    return path
+
+
 def load_decoded(
     video: Path, cache_dir: Path, frame_size: tuple[int, int], grey: bool
 ) -> np.ndarray:
@@ -189,13 +202,7 @@ def load_decoded(
 
     Returns a read-only memory map of the cached ``.npy`` file.
     """
-    path = _cache_path(video, cache_dir, frame_size, grey)
-    if not path.exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, decode_video(video, frame_size, grey))
-        tmp.replace(path)  # atomic: an interrupted pass leaves no half file
-    return np.load(path, mmap_mode="r")
+    return np.load(_decoded_path(video, cache_dir, frame_size, grey), mmap_mode="r")
 
 
 class VideoFolderDataset(Dataset):
@@ -248,8 +255,13 @@ class VideoFolderDataset(Dataset):
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".decoded"
         self.files = [f for f in files if f.person in set(self.people)]
         self.clips: list[tuple[int, int]] = []  # (file index, first frame)
+        # cache file of each video: paths, not memory maps, so the data set pickles
+        # into DataLoader workers; items only open their file
+        self._decoded: list[Path] = []
         for i, f in enumerate(self.files):  # the first pass decodes and caches
-            n = len(load_decoded(f.path, self.cache_dir, self.frame_size, self.grey))
+            path = _decoded_path(f.path, self.cache_dir, self.frame_size, self.grey)
+            self._decoded.append(path)
+            n = len(np.load(path, mmap_mode="r"))
             self.clips += [(i, s) for s in range(0, n - clip_len + 1, clip_len)]
 
     def __len__(self) -> int:
@@ -258,7 +270,7 @@ class VideoFolderDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         file_index, start = self.clips[index]
         video = self.files[file_index]
-        frames = load_decoded(video.path, self.cache_dir, self.frame_size, self.grey)
+        frames = np.load(self._decoded[file_index], mmap_mode="r")
         clip = torch.from_numpy(np.array(frames[start : start + self.clip_len]))
         clip = clip[:, None] if self.grey else clip.permute(0, 3, 1, 2)
         clip = clip.to(torch.float32) / 255.0

@@ -66,7 +66,9 @@ def test_datasets_serve_windows_from_a_zarr_store(tmp_path):
         np.testing.assert_allclose(y[:, 0, 0, 0], np.arange(8, 23) / 1000, rtol=1e-6)
         assert not ds.valid_mask[0, 0] and ds.valid_mask[0, 1]  # eye noise mask
     splits = radar_datasets(path, in_memory=False)
-    assert len(splits["train"]) == 4 * 21  # one day, 4 training blocks of 21 windows
+    # one day = 6 blocks of 40 frames, 4 of them training; a block holds
+    # 40 - (5 + 15) + 1 = 21 windows (default input 5 + output 15 frames, stride 1)
+    assert len(splits["train"]) == 4 * 21
 
 
 def test_truncated_processed_file_names_the_file_and_the_fix(tmp_path):

@@ -549,7 +549,9 @@ class Chunk:
     Attributes
     ----------
     first : Frames
-        The first file's frames (metadata, grid, its codes), to check and describe.
+        The first file's frames (metadata, grid), to check and describe; its
+        ``values`` are emptied to ``(0, H, W)`` of the codes' dtype (the frames are
+        in ``blob``; ``frame_shape`` is kept).
     times : numpy.ndarray, shape (k,), datetime64[ns]
     owners : list of pathlib.Path
         The file of each frame.
@@ -579,7 +581,9 @@ def _read_chunk(job: tuple[Preset, Sequence[Path], int, int]) -> Chunk:
         codes[i] = frames.values[0]
     times = np.concatenate([f.times for f in decoded])
     blob = zlib.compress(codes.tobytes(), complevel)
-    return Chunk(decoded[0], times, [f.path for f in decoded], blob)
+    first = decoded[0]  # the writer needs only its dtype and frame shape: no values
+    first.values = np.empty((0, *first.frame_shape), dtype=first.values.dtype)
+    return Chunk(first, times, [f.path for f in decoded], blob)
 
 
 def iter_chunks(

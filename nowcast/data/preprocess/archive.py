@@ -122,10 +122,25 @@ def _fit_frames(
     ds, fit_on: str, block_len: int, counts: Sequence[int], seed: int
 ) -> tuple[dict, np.ndarray]:
     """The fit split's description and the positions of its frames along ``time``."""
-    from nowcast.data.split import block_split
-
     if fit_on == "all":
         return {"fit_on": "all"}, np.arange(ds.sizes["time"])
+    split, frames = _train_fit_frames(ds, block_len, counts, seed)
+    if frames is None:
+        raise ValueError(
+            f"the archive ({ds.sizes['time']} frames) holds no training block "
+            f"(block_len={split['block_len']}, counts={split['counts']}) to fit "
+            "on; use fit_on=all for an evaluation-only archive"
+        )
+    return split, frames
+
+
+def _train_fit_frames(
+    ds, block_len: int, counts: Sequence[int], seed: int
+) -> tuple[dict, np.ndarray | None]:
+    """The training-block fit split and the positions of its frames along ``time``
+    (``None`` when the split has no training block)."""
+    from nowcast.data.split import block_split
+
     split = check_fit_split(
         {
             "fit_on": "train",
@@ -141,9 +156,5 @@ def _fit_frames(
         seed=split["seed"],
     )["train"]
     if not train:
-        raise ValueError(
-            f"the archive ({ds.sizes['time']} frames) holds no training block "
-            f"(block_len={split['block_len']}, counts={split['counts']}) to fit "
-            "on; use fit_on=all for an evaluation-only archive"
-        )
+        return split, None
     return split, np.concatenate([np.arange(a, b) for a, b in train])

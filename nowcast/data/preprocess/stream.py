@@ -26,6 +26,7 @@ import numpy as np
 import xarray as xr
 
 from nowcast.data.parallel import NETCDF_LOCK
+from nowcast.data.radar import is_zarr, zarr_encoding
 
 __all__ = [
     "FrameChunk",
@@ -234,11 +235,7 @@ class ZarrSink:
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self._chunks = (min(chunk_time, n_time), result.sizes["y"], result.sizes["x"])
         self._shape = (self.n_time, result.sizes["y"], result.sizes["x"])
-        encoding = {
-            v: {"chunks": (min(chunk_time, n_time), *result[v].shape[1:])}
-            for v in result.data_vars
-            if result[v].dims[:1] == ("time",)
-        }
+        encoding = zarr_encoding(result, chunk_time)
         result.to_zarr(self.tmp, mode="w", encoding=encoding, consolidated=False)
 
     def create(self, name: str, dtype: str, attrs: dict, fill=None) -> None:
@@ -294,5 +291,5 @@ def _zarr_attrs(attrs: dict) -> dict:
 
 def open_sink(path, result, n_time, chunk_time, complevel) -> NetCDFSink | ZarrSink:
     """A sink for ``path``: zarr for a ``*.zarr`` destination, netCDF otherwise."""
-    kind = ZarrSink if str(path).rstrip("/").endswith(".zarr") else NetCDFSink
+    kind = ZarrSink if is_zarr(path) else NetCDFSink
     return kind(path, result, n_time, chunk_time, complevel)
