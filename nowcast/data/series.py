@@ -191,6 +191,9 @@ class SeriesWindowDataset(Dataset):
     extra : array (T, k) or path to a ``.npy``, optional
         Extra series aligned with the file's frames (e.g. a gauge), appended to the
         inputs.
+    series : numpy.ndarray, (T, 2 + k), optional
+        These features of the file's frames, already computed for this region (then
+        the file is not read and ``extra`` is not used).
 
     Attributes
     ----------
@@ -209,34 +212,14 @@ class SeriesWindowDataset(Dataset):
         region: np.ndarray,
         wet_pixel_threshold: float = 0.5,
         extra: np.ndarray | str | os.PathLike | None = None,
+        *,
+        series: np.ndarray | None = None,
     ) -> None:
-        region = _usable_region(field, region)
-        series = _full_series(field, region, float(wet_pixel_threshold), extra)
-        self._set_up(field, region, wet_pixel_threshold, series)
-
-    @classmethod
-    def _from_series(
-        cls,
-        field: Any,
-        region: np.ndarray,
-        wet_pixel_threshold: float,
-        series: np.ndarray,
-    ) -> SeriesWindowDataset:
-        """A data set over ``field``'s windows of an already computed ``series``."""
-        self = cls.__new__(cls)
-        self._set_up(field, region, wet_pixel_threshold, series)
-        return self
-
-    def _set_up(
-        self,
-        field: Any,
-        region: np.ndarray,
-        wet_pixel_threshold: float,
-        series: np.ndarray,
-    ) -> None:
-        self.region = region
+        self.region = _usable_region(field, region)
         self.field = field
         self.wet_pixel_threshold = float(wet_pixel_threshold)
+        if series is None:
+            series = _full_series(field, self.region, self.wet_pixel_threshold, extra)
         self.series = series
         self.starts = np.asarray(field.starts)
         self.block_ids = getattr(field, "block_ids", None)
@@ -269,32 +252,17 @@ def series_datasets(
     any_split = next(iter(fields.values()))
     region = region_mask(tuple(any_split.frame_shape), box=box, mask=mask)
     wet_pixel_threshold = float(wet_pixel_threshold)
-    done: list[tuple[Any, np.ndarray, np.ndarray]] = []  # (field, region, series)
+    computed: dict[tuple, np.ndarray] = {}  # one series per file, variable, region
     out = {}
     for split, field in fields.items():
         usable = _usable_region(field, region)
-        series = next(
-            (
-                series
-                for seen, seen_region, series in done
-                if _same_frames(seen, field) and np.array_equal(seen_region, usable)
-            ),
-            None,
-        )
-        if series is None:
-            series = _full_series(field, usable, wet_pixel_threshold, extra)
-            done.append((field, usable, series))
-        out[split] = SeriesWindowDataset._from_series(
-            field, usable, wet_pixel_threshold, series
+        key = (Path(field.path), field.variable, field.scale, usable.tobytes())
+        if key not in computed:
+            computed[key] = _full_series(field, usable, wet_pixel_threshold, extra)
+        out[split] = SeriesWindowDataset(
+            field, usable, wet_pixel_threshold, series=computed[key]
         )
     return out
-
-
-def _same_frames(a: Any, b: Any) -> bool:
-    """Whether two field data sets read the same frames on the same grey scale."""
-    return (
-        Path(a.path) == Path(b.path) and a.variable == b.variable and a.scale == b.scale
-    )
 
 
 def synthetic_series_datasets(

@@ -76,6 +76,8 @@ def test_series_windows_are_the_field_windows(archive):
         field_out[:, 0], torch.from_numpy(train.region), train.field.scale
     )
     torch.testing.assert_close(means[:, 0], targets[:, 0])
+    # the splits of one file share one series: the file is read once, not per split
+    assert sets["val"].series is train.series and sets["test"].series is train.series
 
 
 def test_extra_series_are_appended_to_the_inputs(archive):
