@@ -31,16 +31,12 @@ from nowcast.data.georef import (
     copy_grid,
     grid_crs,
     is_georeferenced,
-    resized_coordinate,
     set_grid,
 )
-from nowcast.data.preprocess import Preprocessor
 from nowcast.data.radar import record_step, write_radar
 
 __all__ = [
     "STANDARD_NAMES",
-    "processed_axis",
-    "processed_grid",
     "raw_projection",
     "forecast_dataset",
     "write_forecast",
@@ -64,40 +60,6 @@ _PIXEL_AXIS = {
 _TIME_ENCODING = {"units": "seconds since 1970-01-01 00:00:00", "calendar": "standard"}
 
 
-def processed_axis(coord: np.ndarray, crop: int, out: int) -> np.ndarray:
-    """Cell centres after a centre crop to ``crop`` cells and a resize to ``out``.
-
-    The crop starts at ``(n - crop) // 2`` (:func:`nowcast.data.preprocess.center_crop`);
-    the area resize keeps the outer cell edges (:func:`resized_coordinate`).
-
-    Parameters
-    ----------
-    coord : numpy.ndarray, shape (n,)
-        Raw cell-centre coordinate (regular).
-    crop, out : int
-        Cells after the crop and after the resize.
-
-    Returns
-    -------
-    numpy.ndarray, shape (out,)
-    """
-    coord = np.asarray(coord, dtype=np.float64)
-    start = (coord.size - crop) // 2
-    cropped = coord[start : start + crop]
-    return cropped if out == crop else resized_coordinate(cropped, out)
-
-
-def processed_grid(raw: xr.Dataset, pre: Preprocessor) -> tuple[np.ndarray, np.ndarray]:
-    """``(x, y)`` cell centres of the grid ``pre`` turns the raw grid into."""
-    h, w = raw.sizes["y"], raw.sizes["x"]
-    (ch, cw) = pre.crop_size or (h, w)
-    (oh, ow) = pre.resize_to or (ch, cw)
-    return (
-        processed_axis(raw["x"].values, cw, ow),
-        processed_axis(raw["y"].values, ch, oh),
-    )
-
-
 def raw_projection(raw: xr.Dataset) -> str | None:
     """The projection of a raw grid: its ``crs`` (:func:`grid_crs`), else the WKT of a
     CF grid-mapping variable it carries under another name (e.g. BOM's ``proj``)."""
@@ -112,13 +74,13 @@ def raw_projection(raw: xr.Dataset) -> str | None:
     return None
 
 
-def _grid(
-    out: xr.Dataset, processed: xr.Dataset, raw: xr.Dataset, pre: Preprocessor
-) -> xr.Dataset:
+def _grid(out: xr.Dataset, processed: xr.Dataset, raw: xr.Dataset) -> xr.Dataset:
     """Give ``out`` the processed grid: coordinates and the raw grid mapping."""
     if is_georeferenced(processed):  # the preprocessing kept the grid itself
         return copy_grid(processed, out)
-    x, y = processed_grid(raw, pre)
+    # the raw cell centres after the crop and resize (Preprocessor._result)
+    x = np.asarray(processed["x"].values, dtype=np.float64)
+    y = np.asarray(processed["y"].values, dtype=np.float64)
     crs = raw_projection(raw)
     if crs is None:
         return out.assign_coords(
@@ -144,7 +106,6 @@ def forecast_dataset(
     step: np.timedelta64,
     raw: xr.Dataset,
     processed: xr.Dataset,
-    pre: Preprocessor,
     forecaster: str,
     provenance: Mapping[str, Any],
 ) -> xr.Dataset:
@@ -161,10 +122,8 @@ def forecast_dataset(
         The raw input frames: the newest one's time is the issue time (forecast
         reference time); their units, grid mapping and source attributes.
     processed : xarray.Dataset
-        The preprocessed input frames (their grid and provenance).
-    pre : Preprocessor
-        The preprocessing applied (its crop and resize give the grid,
-        :func:`processed_grid`).
+        The preprocessed input frames (their grid, the raw cell centres after the
+        crop and resize, and provenance).
     forecaster : str
         Name of the forecaster.
     provenance : mapping
@@ -203,7 +162,7 @@ def forecast_dataset(
             ),
         },
     )
-    out = _grid(out, processed, raw, pre)
+    out = _grid(out, processed, raw)
     out.attrs.update(_global_attrs(processed, raw, forecaster, issue))
     out.attrs.update({k: _attr(v) for k, v in provenance.items() if v is not None})
     record_step(out, "forecast", forecaster=forecaster, n_steps=n, issue_time=issue)

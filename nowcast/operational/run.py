@@ -319,8 +319,7 @@ def make_forecast(
         "grey_scale": scale.describe(),
         "unobserved_cells": n_unobserved,
     }
-    pre = prep.preprocessor
-    ds = forecast_dataset(forecast, step, raw, processed, pre, name, provenance)
+    ds = forecast_dataset(forecast, step, raw, processed, name, provenance)
     path = write_forecast(ds, output)
     png = Path(output).with_suffix(".png")
     picture = plot_forecast(scale.to_source(grey), ds, png) if plot else None
