@@ -57,10 +57,6 @@ class ConfusionMatrix:
             self.n_classes, self.n_classes
         )
 
-    def merge(self, other: ConfusionMatrix) -> None:
-        """Add another matrix's counts (e.g. from another process)."""
-        self.counts += other.counts
-
     def compute(self) -> dict[str, Any]:
         """``accuracy``, ``precision`` and ``recall`` (lists per class), ``confusion``,
         ``n`` (clips counted)."""
