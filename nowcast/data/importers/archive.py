@@ -40,6 +40,7 @@ from nowcast.data.importers.base import (
     iter_frames,
     order_files,
     resolve_preset,
+    stack_extra,
     stack_frames,
 )
 from nowcast.data.parallel import NETCDF_LOCK, batches
@@ -208,13 +209,9 @@ def _write_part(frames: Iterator[Frames], part: _Part) -> Path:
                 first.append(group[0])
             for f in group:
                 check_same_grid(first[0], f)
-            extra = {
-                k: np.concatenate([f.extra[k] for f in group]) for k in group[0].extra
-            }
-            order = np.argsort(np.concatenate([f.times for f in group]), kind="stable")
             values, times, owners = stack_frames(group)
             last = _check_after(last, times, owners)
-            extra = {k: v[order] for k, v in extra.items()}
+            extra = stack_extra(group)
             writer.append(
                 build_dataset(
                     values, times, first[0], part.preset, part.files, part.name, extra

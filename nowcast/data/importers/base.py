@@ -782,17 +782,19 @@ def read_frames(
     decoded = list(
         iter_frames(files, p, workers=workers, scheduler=scheduler, progress=progress)
     )
-    extra = _stack_extra(decoded)
     values, times, _ = stack_frames(decoded)
-    if extra:
-        order = np.argsort(np.concatenate([f.times for f in decoded]), kind="stable")
-        extra = {k: v[order] for k, v in extra.items()}
+    extra = stack_extra(decoded)
     return build_dataset(values, times, decoded[0], p, files, name=name, extra=extra)
 
 
-def _stack_extra(decoded: Sequence[Frames]) -> dict[str, np.ndarray]:
-    names = decoded[0].extra.keys()
-    return {k: np.concatenate([f.extra[k] for f in decoded]) for k in names}
+def stack_extra(decoded: Sequence[Frames]) -> dict[str, np.ndarray]:
+    """The files' per-frame auxiliary variables (``Frames.extra``, e.g. SEVIR's
+    ``event_id``), concatenated in the time order of :func:`stack_frames`."""
+    names = list(decoded[0].extra)
+    if not names:
+        return {}
+    order = np.argsort(np.concatenate([f.times for f in decoded]), kind="stable")
+    return {k: np.concatenate([f.extra[k] for f in decoded])[order] for k in names}
 
 
 # ----------------------------------------------------------------------- grid helpers
