@@ -34,7 +34,7 @@ from nowcast.data.preprocess import (
     NoiseMask,
     Preprocessor,
 )
-from nowcast.data.radar import infer_cadence
+from nowcast.data.radar import infer_cadence, is_zarr
 
 __all__ = [
     "CHECKPOINT_KEY",
@@ -249,16 +249,14 @@ def find_preprocessor_file(processed: PathLike) -> Path | None:
 def _cached_state(
     path: str, mtime_ns: int, cadence_minutes: float | None
 ) -> dict[str, Any] | None:
-    pre_file = find_preprocessor_file(path)
-    steps = recorded_steps(path)
-    if pre_file is not None:
-        pre = Preprocessor.load(pre_file)
-        origin = f"the fitted preprocessor {pre_file}"
-    elif _step(steps, "minmax_normalize"):
-        pre = preprocessor_from_steps(steps)
-        origin = f"the steps recorded in {path} (no fitted noise mask)"
-    else:  # a processed file made by hand: nothing known to carry
+    found = _saved_preprocessor(Path(path), path)
+    if found is None:  # a processed file made by hand: nothing known to carry
         return None
+    pre, pre_file = found
+    if pre_file is not None:
+        origin = f"the fitted preprocessor {pre_file}"
+    else:
+        origin = f"the steps recorded in {path} (no fitted noise mask)"
     return {
         **preprocessor_state(pre),
         "origin": origin,
@@ -267,10 +265,24 @@ def _cached_state(
     }
 
 
+def _saved_preprocessor(
+    processed: Path, where: PathLike
+) -> tuple[Preprocessor, Path | None] | None:
+    """The preprocessor saved beside ``where`` (with its file), else the one rebuilt
+    from the steps ``processed`` records (file ``None``), else ``None``."""
+    pre_file = find_preprocessor_file(where)
+    if pre_file is not None:
+        return Preprocessor.load(pre_file), pre_file
+    steps = recorded_steps(processed) if processed.exists() else []
+    if _step(steps, "minmax_normalize"):
+        return preprocessor_from_steps(steps), None
+    return None
+
+
 def _file_attrs(path: PathLike) -> dict[str, Any]:
     """The global attributes of a radar netCDF file or zarr store (nothing else)."""
     path = Path(path)
-    if path.suffix == ".zarr":
+    if is_zarr(path):
         import xarray as xr
 
         with xr.open_zarr(path, consolidated=None) as ds:
@@ -351,25 +363,18 @@ def _from_training_file(root: Path, minutes: float | None) -> Preprocessing | No
     processed = root
     if root.is_dir() and root.suffix not in RADAR_SUFFIXES:
         processed = root / "processed.nc"  # the synthetic data set's cache folder
-    attrs = _file_attrs(processed) if processed.exists() else {}
-    units = attrs.get("source_units")
-    pre_file = find_preprocessor_file(root)
-    if pre_file is not None:
-        return Preprocessing(
-            Preprocessor.load(pre_file),
-            f"the fitted preprocessor of the training data, {pre_file}",
-            source_units=units,
-            frame_minutes=minutes,
-        )
-    steps = list(json.loads(attrs.get("nowcast_steps") or "[]"))
-    if not _step(steps, "minmax_normalize"):
+    found = _saved_preprocessor(processed, root)
+    if found is None:
         return None
+    pre, pre_file = found
+    units = _file_attrs(processed).get("source_units") if processed.exists() else None
+    if pre_file is not None:
+        origin, notes = f"the fitted preprocessor of the training data, {pre_file}", []
+    else:
+        origin = f"the steps recorded in the training data {processed}"
+        notes = ["noise mask not applied (not saved with the training data)"]
     return Preprocessing(
-        preprocessor_from_steps(steps),
-        f"the steps recorded in the training data {processed}",
-        source_units=units,
-        frame_minutes=minutes,
-        notes=["noise mask not applied (not saved with the training data)"],
+        pre, origin, source_units=units, frame_minutes=minutes, notes=notes
     )
 
 
