@@ -28,7 +28,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from nowcast.evaluation.evaluate import is_main_process
-from nowcast.training.distributed import all_reduce_sum
 from nowcast.training.schema import TASK_SCHEMAS, EvaluationSchema, LossSchema, spec
 from nowcast.training.tasks import (
     Batch,
@@ -85,11 +84,8 @@ def warmup_cosine(
 
 
 class _TaskBase(DeviceTask):
-    """Shared parts of the tasks: ``evaluate``'s loop of per-batch sums reduced over
-    ranks, and ``test_evaluation``'s skip of a missing test split."""
-
-    def _batch_sums(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        raise NotImplementedError
+    """Shared part of the tasks: ``test_evaluation``'s skip of a missing test split
+    (``evaluate``'s loop of per-batch sums is :class:`DeviceTask`'s)."""
 
     def _test_report(
         self, model: nn.Module, test: Dataset, cfg: RunConfig, out_dir: Path
@@ -106,21 +102,6 @@ class _TaskBase(DeviceTask):
         return self._test_report(
             model, datasets["test"], cfg, Path(run_dir) / "evaluation"
         )
-
-    @torch.no_grad()
-    def _sums(
-        self, model: nn.Module, loader: DataLoader, limit_batches: int | None, n: int
-    ) -> torch.Tensor:
-        was_training = model.training
-        model.eval()
-        totals = torch.zeros(n, dtype=torch.float64, device=self.device)
-        for i, batch in enumerate(loader):
-            if limit_batches is not None and i >= limit_batches:
-                break
-            totals += self._batch_sums(model, batch)
-        all_reduce_sum(totals)
-        model.train(was_training)
-        return totals
 
 
 class ClassificationTask(_TaskBase):

@@ -158,6 +158,27 @@ class DeviceTask:
         """:func:`autocast` with this task's device and dtype."""
         return autocast(self.device, self.amp_dtype)
 
+    def _batch_sums(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """The batch's sums behind the validation metrics (float64, on the device)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _sums(
+        self, model: nn.Module, loader: DataLoader, limit_batches: int | None, n: int
+    ) -> torch.Tensor:
+        """``n`` sums of :meth:`_batch_sums` over a loader (at most ``limit_batches``
+        batches per rank) and over all ranks, in eval mode."""
+        was_training = model.training
+        model.eval()
+        totals = torch.zeros(n, dtype=torch.float64, device=self.device)
+        for i, batch in enumerate(loader):
+            if limit_batches is not None and i >= limit_batches:
+                break
+            totals += self._batch_sums(model, batch)
+        all_reduce_sum(totals)
+        model.train(was_training)
+        return totals
+
 
 #: Losses that need the training set's grey scale besides the balanced ones.
 SCALED_LOSSES = ("rain_mse",)
@@ -197,7 +218,6 @@ def build_loss(
     return get_loss(name, **cfg)
 
 
-@torch.no_grad()
 def evaluate_loss(
     model: nn.Module,
     loader: DataLoader,
@@ -237,28 +257,8 @@ def evaluate_loss(
         ``{"loss": ..., "mse": ..., "n": sequences}`` (means weighted by batch size,
         over the sequences of every rank).
     """
-    was_training = model.training
-    model.eval()
-    totals = torch.zeros(3, dtype=torch.float64, device=device)
-    for i, batch in enumerate(loader):
-        if limit_batches is not None and i >= limit_batches:
-            break
-        inputs, targets, *cover = (t.to(device, non_blocking=True) for t in batch)
-        with autocast(device, amp_dtype):
-            logits = model(inputs, targets.shape[1])
-        n = inputs.shape[0]
-        batch_mask = combine_masks(mask, cover[0] if cover and use_coverage else None)
-        loss = loss_fn(logits, targets, batch_mask)
-        mse = masked_mean((torch.sigmoid(logits.float()) - targets) ** 2, batch_mask)
-        totals += torch.tensor(
-            [float(loss) * n, float(mse) * n, n], dtype=torch.float64, device=device
-        )
-    all_reduce_sum(totals)
-    model.train(was_training)
-    n = float(totals[2])
-    if n == 0:
-        return {"loss": math.nan, "mse": math.nan, "n": 0.0}
-    return {"loss": float(totals[0]) / n, "mse": float(totals[1]) / n, "n": n}
+    task = ForecastTask(loss_fn, device, amp_dtype, mask, use_coverage)
+    return task.evaluate(model, loader, limit_batches)
 
 
 class ForecastTask(DeviceTask):
@@ -294,29 +294,36 @@ class ForecastTask(DeviceTask):
         self.mask = mask
         self.use_coverage = use_coverage
 
-    def training_loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
-        """Loss over every predicted frame of ``(inputs, targets[, target_valid])``."""
+    def _forward(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """Logits, targets and the pixels that count (mask and coverage) of a batch."""
         inputs, targets, *cover = self.on_device(batch)
         with self.autocast():
             logits = model(inputs, targets.shape[1])
         cover = cover[0] if cover and self.use_coverage else None
-        loss = self.loss_fn(logits, targets, combine_masks(self.mask, cover))
-        return loss, int(inputs.shape[0])
+        return logits, targets, combine_masks(self.mask, cover)
+
+    def training_loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+        """Loss over every predicted frame of ``(inputs, targets[, target_valid])``."""
+        logits, targets, mask = self._forward(model, batch)
+        return self.loss_fn(logits, targets, mask), int(targets.shape[0])
+
+    def _batch_sums(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        logits, targets, mask = self._forward(model, batch)
+        n = targets.shape[0]
+        loss = self.loss_fn(logits, targets, mask)
+        mse = masked_mean((torch.sigmoid(logits.float()) - targets) ** 2, mask)
+        values = [float(loss) * n, float(mse) * n, n]
+        return torch.tensor(values, dtype=torch.float64, device=self.device)
 
     def evaluate(
         self, model: nn.Module, loader: DataLoader, limit_batches: int | None = None
     ) -> dict[str, float]:
-        """:func:`evaluate_loss` with this task's loss, mask and precision."""
-        return evaluate_loss(
-            model,
-            loader,
-            self.loss_fn,
-            self.device,
-            self.mask,
-            self.amp_dtype,
-            limit_batches,
-            use_coverage=self.use_coverage,
-        )
+        """``loss`` and ``mse`` of ``sigmoid(logits)`` (batch-size weighted means over
+        every rank's sequences) and ``n``; see :func:`evaluate_loss`."""
+        loss_sum, mse_sum, n = self._sums(model, loader, limit_batches, 3).tolist()
+        if n == 0:
+            return {"loss": math.nan, "mse": math.nan, "n": 0.0}
+        return {"loss": loss_sum / n, "mse": mse_sum / n, "n": n}
 
     def test_evaluation(
         self, model: nn.Module, datasets: Splits, cfg: RunConfig, run_dir: Path
